@@ -1,0 +1,84 @@
+# -*- test-case-name: tests.test_interfaces -*-
+"""
+The zope.interface contracts between txproxy's parts, and the values they exchange.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from attrs import frozen
+from twisted.internet.interfaces import IAddress
+from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.application.service import IService
+    from twisted.internet.interfaces import IReactorCore
+
+
+@frozen
+class PickContext:
+    """
+    What a balancer may know about the connection or request being placed.
+
+    @ivar client: the address of the client that connected to the listener.
+    @ivar hash_key: the input of affinity balancers such as C{ip_hash}; L{None}
+        when the request has no affinity.
+    @ivar exclude: addresses (C{host:port}) already tried for this connection
+        or request, which a retry must not pick again.
+    """
+
+    client: IAddress | None = None
+    hash_key: bytes | None = None
+    exclude: frozenset[str] = frozenset()
+
+
+class IServerView(Interface):
+    """
+    What a balancer sees of one server: its identity, its weight and its load.
+    """
+
+    address = Attribute("The server's C{host:port} string, unique within its pool.")
+    weight = Attribute("The configured weight, an integer of at least 1.")
+    active = Attribute("The number of connections or requests now in flight to it.")
+    available = Attribute("C{True} while the server may be given new work.")
+
+
+class IBalancer(Interface):
+    """
+    Picks one server of a pool for one connection or request.
+
+    A pick is pure and synchronous: it looks at the servers it is given and at
+    its own bookkeeping, and costs O(servers). Each pool has its own balancer.
+    """
+
+    def pick(servers: Sequence[IServerView], context: PickContext) -> IServerView | None:
+        """
+        Choose a server for one connection or request.
+
+        @param servers: one tier of the pool (the primaries, or the backups when
+            no primary is available), in configuration order. The balancer skips
+            those that are not C{available} or whose address is in
+            C{context.exclude}.
+        @param context: what is known of the connection or request.
+        @return: the chosen server, or L{None} when none may be chosen (the
+            caller then answers that no server is available).
+        """
+
+
+class IServiceFactory(Interface):
+    """
+    Makes a service that txproxy runs beside its listeners, in the same process.
+
+    A configuration lists these in C{Proxy(services=[...])}: the default
+    configuration uses it to start its demo origins, and users to run their own
+    Twisted services next to the proxy.
+    """
+
+    def make_service(reactor: IReactorCore) -> IService:
+        """
+        Build the service; txproxy starts and stops it with its own.
+
+        @param reactor: the reactor the service must use.
+        """
