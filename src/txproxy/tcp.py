@@ -110,6 +110,7 @@ class Relay(_RelayEnd):
 
     def connectionMade(self) -> None:
         assert self.transport is not None
+        self.factory.relays.add(self)
         self.transport.pauseProducing()
         self._last_activity = self.factory.reactor.seconds()
         self._idle_call = self.factory.reactor.callLater(
@@ -213,6 +214,7 @@ class Relay(_RelayEnd):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._gone = True
+        self.factory.relays.discard(self)
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()
         self._idle_call = None
@@ -236,6 +238,7 @@ class RelayFactory(Factory):
     @ivar idle_timeout: seconds without traffic either way before both
         connections are closed.
     @ivar retries: how many other servers to try after a failed connect.
+    @ivar relays: the relays whose client is connected.
     """
 
     protocol = Relay
@@ -253,3 +256,4 @@ class RelayFactory(Factory):
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self.retries = retries
+        self.relays: set[Relay] = set()
