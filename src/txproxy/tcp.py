@@ -5,7 +5,7 @@ TCP passthrough: relay bytes between a client and a server of a pool, both ways.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -198,6 +198,12 @@ class Relay(_RelayEnd):
             return
         self._idle_call = None
         self._log.debug("closing relay idle for {idle:.1f}s", idle=idle)
+        self.close()
+
+    def close(self) -> None:
+        """
+        Close both connections, once what each has buffered is written.
+        """
         assert self.transport is not None
         self.transport.loseConnection()
         if self.peer is not None and self.peer.transport is not None:
@@ -214,7 +220,7 @@ class Relay(_RelayEnd):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._gone = True
-        self.factory.relays.discard(self)
+        self.factory.relay_ended(self)
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()
         self._idle_call = None
@@ -257,3 +263,28 @@ class RelayFactory(Factory):
         self.idle_timeout = idle_timeout
         self.retries = retries
         self.relays: set[Relay] = set()
+        self._all_closed: list[Deferred[None]] = []
+
+    def relay_ended(self, relay: Relay) -> None:
+        """
+        Forget a relay whose client connection is gone.
+        """
+        self.relays.discard(relay)
+        if not self.relays:
+            waiting, self._all_closed = self._all_closed, []
+            for closed in waiting:
+                closed.callback(None)
+
+    def close_connections(self) -> Deferred[None]:
+        """
+        Close every relay, both ends.
+
+        @return: a L{Deferred} that fires once every client connection is gone.
+        """
+        if not self.relays:
+            return succeed(None)
+        closed: Deferred[None] = Deferred()
+        self._all_closed.append(closed)
+        for relay in list(self.relays):
+            relay.close()
+        return closed

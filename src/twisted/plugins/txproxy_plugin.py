@@ -1,0 +1,1 @@
+../../../twisted/plugins/txproxy_plugin.py

@@ -1,0 +1,169 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+Wire a configuration into one service tree: pools, listeners and the services beside them.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IReactorCore
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from txproxy import config
+from txproxy.balancing import balancer_for
+from txproxy.pool import Pool, ServerState
+from txproxy.tcp import RelayFactory
+
+
+class UnsupportedListener(Exception):
+    """
+    The configuration asks for a listener this version of txproxy cannot run yet.
+    """
+
+    def __init__(self, listener: object) -> None:
+        super().__init__(f"{type(listener).__name__} is not supported yet: {listener!r}")
+        self.listener = listener
+
+
+ListenerFactory = RelayFactory
+"""
+The factories a listener may serve with: each can close its connections.
+"""
+
+
+class ListenerService(Service):
+    """
+    Listens on one endpoint while running, and says where.
+
+    @ivar port: the listening port while running, else L{None}.
+    @ivar description: the endpoint string from the configuration.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, reactor: IReactorCore, description: str, factory: ListenerFactory, summary: str
+    ) -> None:
+        self.reactor = reactor
+        self.description = description
+        self.factory = factory
+        self.summary = summary
+        self.port: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        # Bind while still privileged (ports below 1024), as twistd expects;
+        # a bind failure propagates and stops start-up before anything serves.
+        super().privilegedStartService()
+        endpoint = serverFromString(self.reactor, self.description)
+        failures: list[Failure] = []
+        endpoint.listen(self.factory).addCallbacks(self._listening, failures.append)
+        if failures:
+            failures[0].raiseException()
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.port = port
+        address = port.getHost()
+        self._log.info(
+            "listener {endpoint} ready on {host}:{port}: {summary}",
+            endpoint=self.description,
+            host=getattr(address, "host", address),
+            port=getattr(address, "port", ""),
+            summary=self.summary,
+        )
+
+    def startService(self) -> None:
+        if self.port is None:
+            self.privilegedStartService()
+        super().startService()
+
+    def stopService(self) -> Deferred[object]:
+        """
+        Stop listening, then close the connections that are still open.
+        """
+        super().stopService()
+        port, self.port = self.port, None
+        stopped = maybeDeferred(port.stopListening) if port is not None else succeed(None)
+        return stopped.addCallback(lambda _: self.factory.close_connections())
+
+
+def build_pool(pool: config.Pool) -> Pool:
+    """
+    The runtime state of a configured pool, every server up.
+    """
+    return Pool(
+        pool.name,
+        [
+            ServerState(
+                server.address,
+                weight=server.weight,
+                backup=server.backup,
+                max_connections=server.max_connections,
+            )
+            for server in pool.servers
+        ],
+        balancer_for(pool.balancer),
+    )
+
+
+class ProxyService(MultiService):
+    """
+    The root of a running txproxy: one child per listener and per extra service.
+
+    @ivar pools: the runtime pools, by name.
+    @ivar listeners: the listener services, in configuration order.
+    """
+
+    _log = Logger()
+
+    def __init__(self, proxy: config.Proxy, reactor: IReactorCore) -> None:
+        super().__init__()
+        self.proxy = proxy
+        self.pools = {pool.name: build_pool(pool) for pool in proxy.pools}
+        self.listeners: list[ListenerService] = []
+        for factory in proxy.services:
+            factory.make_service(reactor).setServiceParent(self)
+        for listener in proxy.listeners:
+            service = self._listener_service(listener, reactor)
+            service.setServiceParent(self)
+            self.listeners.append(service)
+
+    def _listener_service(
+        self, listener: config.HTTPListener | config.TCPListener, reactor: IReactorCore
+    ) -> ListenerService:
+        if isinstance(listener, config.TCPListener) and listener.pool is not None:
+            pool = self.pools[listener.pool.name]
+            limits = listener.limits.over(config.TCP_LIMITS)
+            assert limits.upstream_connect_timeout is not None
+            assert limits.client_idle_timeout is not None
+            factory = RelayFactory(
+                pool,
+                reactor,
+                connect_timeout=limits.upstream_connect_timeout,
+                idle_timeout=limits.client_idle_timeout,
+                retries=listener.pool.retries,
+            )
+            return ListenerService(reactor, listener.endpoint, factory, f"TCP to pool {pool.name}")
+        raise UnsupportedListener(listener)
+
+    def startService(self) -> None:
+        self._log.info(
+            "txproxy starting: {listeners} listener(s), pools {pools}",
+            listeners=len(self.listeners),
+            pools=", ".join(
+                f"{pool.name} ({len(pool.servers)} servers)" for pool in self.pools.values()
+            ),
+        )
+        super().startService()
+
+
+def makeService(proxy: config.Proxy, reactor: IReactorCore) -> ProxyService:
+    """
+    Build the service tree that runs C{proxy} on C{reactor}.
+
+    @raise UnsupportedListener: for a listener kind this version cannot run;
+        nothing has started then.
+    """
+    return ProxyService(proxy, reactor)

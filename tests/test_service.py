@@ -1,0 +1,298 @@
+"""
+Integration tests for L{txproxy.service}: a TCP listener over real loopback sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IListeningPort, ITCPTransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
+
+from txproxy import config
+from txproxy.interfaces import IBalancer, IServerView, PickContext
+from txproxy.service import ProxyService, UnsupportedListener, makeService
+from txproxy.tcp import RelayFactory
+
+TOTAL = 64 * 1024 * 1024
+CHUNK = b"x" * 65536
+
+
+class NamedOrigin(Protocol):
+    """
+    An origin that greets with its name and then echoes.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.factory.name.encode() + b"\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class Firehose(Protocol):
+    """
+    An origin that sends L{TOTAL} bytes as fast as its client takes them.
+    """
+
+    def connectionMade(self) -> None:
+        self.factory.connections.append(self)
+        self.sent = 0
+        self.paused = False
+        self.transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused and self.sent < TOTAL:
+            self.transport.write(CHUNK)
+            self.sent += len(CHUNK)
+        if self.sent >= TOTAL:
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+
+class Reader(Protocol):
+    """
+    A client that collects what it receives; C{done} fires with it at close.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.count = 0
+        self.done: Deferred[bytes] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.count += len(data)
+        if len(self.received) < 4:
+            self.received.append(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.done.callback(b"".join(self.received))
+
+
+class FirstLine(Reader):
+    """
+    A client that closes once it has read one line.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if b"\n" in b"".join(self.received):
+            self.transport.loseConnection()
+
+
+def buffered(transport: ITCPTransport) -> int:
+    """
+    The bytes a Twisted TCP transport holds in memory, waiting for the socket.
+    """
+    # FileDescriptor's buffer: written data not yet handed to the kernel.
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+@implementer(IBalancer)
+class LastAvailable:
+    """
+    A user's balancer: always the last server that may take work.
+    """
+
+    def pick(self, servers: Sequence[IServerView], context: PickContext) -> IServerView | None:
+        eligible = [s for s in servers if s.available and s.address not in context.exclude]
+        return eligible[-1] if eligible else None
+
+
+class TCPListenerTests(TestCase):
+    """
+    A TCP listener built by L{makeService}, relaying to origins on loopback.
+    """
+
+    def origin(self, name: str, protocol: type[Protocol] = NamedOrigin) -> IListeningPort:
+        """
+        Start an origin on a free loopback port; it stops at the end of the test.
+        """
+        factory = Factory.forProtocol(protocol)
+        factory.name = name
+        factory.connections = []
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port
+
+    def proxy(
+        self, *ports: IListeningPort, balancer: str | IBalancer = "round_robin"
+    ) -> ProxyService:
+        """
+        Start a proxy with one TCP listener over the given origins.
+        """
+        pool = config.Pool(
+            "origins",
+            servers=[config.Server(f"127.0.0.1:{port.getHost().port}") for port in ports],
+            balancer=balancer,
+        )
+        service = makeService(
+            config.Proxy(listeners=[config.TCPListener("tcp:0:interface=127.0.0.1", pool=pool)]),
+            reactor,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def connect(self, service: ProxyService, protocol: Protocol) -> Deferred[Protocol]:
+        port = service.listeners[0].port
+        assert port is not None
+        return TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
+            Factory.forProtocol(lambda: protocol)
+        )
+
+    @inlineCallbacks
+    def greeting(self, service: ProxyService) -> Deferred[bytes]:
+        """
+        Connect through the proxy and return the first line the origin sent.
+        """
+        client = FirstLine()
+        yield self.connect(service, client)
+        received = yield client.done
+        return received
+
+    @inlineCallbacks
+    def test_round_robin_reaches_both_origins(self) -> Deferred[None]:
+        """
+        Successive connections go to the origins in turn.
+        """
+        service = self.proxy(self.origin("a"), self.origin("b"))
+        names = []
+        for _ in range(4):
+            names.append((yield self.greeting(service)))
+        self.assertEqual(names, [b"a\n", b"b\n", b"a\n", b"b\n"])
+
+    @inlineCallbacks
+    def test_user_balancer(self) -> Deferred[None]:
+        """
+        A pool's balancer may be any L{IBalancer} provider of the user's.
+        """
+        service = self.proxy(self.origin("a"), self.origin("b"), balancer=LastAvailable())
+        names = []
+        for _ in range(3):
+            names.append((yield self.greeting(service)))
+        self.assertEqual(names, [b"b\n"] * 3)
+
+    @inlineCallbacks
+    def test_dead_origin_skipped(self) -> Deferred[None]:
+        """
+        When an origin dies, connections go to the other one, and the refused
+        connects are counted against the dead server.
+        """
+        a, b = self.origin("a"), self.origin("b")
+        service = self.proxy(a, b)
+        dead_address = f"127.0.0.1:{b.getHost().port}"
+        yield b.stopListening()
+        names = []
+        for _ in range(3):
+            names.append((yield self.greeting(service)))
+        self.assertEqual(names, [b"a\n"] * 3)
+        dead = service.pools["origins"].server(dead_address)
+        self.assertGreaterEqual(dead.failures, 1)
+        self.assertEqual(dead.active, 0)
+
+    @inlineCallbacks
+    def test_no_origin_closes_client(self) -> Deferred[None]:
+        """
+        With every origin dead, the client connection is closed without data.
+        """
+        a = self.origin("a")
+        service = self.proxy(a)
+        yield a.stopListening()
+        received = yield self.greeting(service)
+        self.assertEqual(received, b"")
+
+    @inlineCallbacks
+    def test_echo_through_relay(self) -> Deferred[None]:
+        """
+        Bytes the client sends reach the origin, and its answers come back.
+        """
+        service = self.proxy(self.origin("a"))
+        client = Reader()
+        yield self.connect(service, client)
+        client.transport.write(b"hello\n")
+        while client.count < len(b"a\nhello\n"):
+            yield deferLater(reactor, 0.01)
+        client.transport.loseConnection()
+        received = yield client.done
+        self.assertEqual(received.replace(b"a\n", b"", 1), b"hello\n")
+
+    @inlineCallbacks
+    def test_slow_reader_bounds_memory(self) -> Deferred[None]:
+        """
+        A client that stops reading stops the origin through the relay: the
+        proxy holds little in memory and the origin stalls, and once the client
+        reads again every byte arrives.
+        """
+        firehose = self.origin("firehose", Firehose)
+        service = self.proxy(firehose)
+        client = Reader()
+        yield self.connect(service, client)
+        client.transport.pauseProducing()
+        [relay_factory] = [listener.factory for listener in service.listeners]
+        assert isinstance(relay_factory, RelayFactory)
+        origins = firehose.factory.connections
+        # Wait (bounded) until the origin has stopped making progress.
+        last, steady = -1, 0
+        for _ in range(200):
+            yield deferLater(reactor, 0.05)
+            sent = origins[0].sent if origins else 0
+            steady = steady + 1 if sent == last else 0
+            last = sent
+            if steady >= 4:
+                break
+        self.assertGreaterEqual(steady, 4, "the origin never stalled")
+        self.assertLess(last, TOTAL // 2)
+        [relay] = relay_factory.relays
+        held = buffered(relay.transport) + buffered(relay.peer.transport)
+        self.assertLess(held, 1024 * 1024)
+        client.transport.resumeProducing()
+        yield client.done
+        self.assertEqual(client.count, TOTAL)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    Tests for what L{makeService} builds, without starting it.
+    """
+
+    def test_tree(self) -> None:
+        """
+        The tree has one child per listener, and one runtime pool per pool.
+        """
+        pool = config.Pool("db", servers=[config.Server("127.0.0.1:5432")], balancer="ip_hash")
+        service = makeService(
+            config.Proxy(
+                listeners=[
+                    config.TCPListener("tcp:0", pool=pool),
+                    config.TCPListener("tcp:1", pool=pool),
+                ]
+            ),
+            reactor,
+        )
+        self.assertEqual(len(list(service)), 2)
+        self.assertEqual(list(service.pools), ["db"])
+        self.assertEqual(service.listeners[1].description, "tcp:1")
+
+    def test_http_listener_not_yet(self) -> None:
+        """
+        A listener kind this version cannot run is refused before anything starts.
+        """
+        pool = config.Pool("web", servers=[config.Server("127.0.0.1:80")])
+        proxy = config.Proxy(listeners=[config.HTTPListener("tcp:0", routes=[config.Route(pool)])])
+        self.assertRaises(UnsupportedListener, makeService, proxy, reactor)

@@ -1,0 +1,130 @@
+"""
+Tests for L{txproxy.tap}: the C{twistd txproxy} options and plugin.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+
+from txproxy import config
+from txproxy.service import ProxyService
+from txproxy.tap import Options, default_config_path, makeService
+
+VALID = """\
+from txproxy.config import Pool, Proxy, Server, TCPListener
+pool = Pool("db", servers=[Server("127.0.0.1:5432")])
+proxy = Proxy(listeners=[TCPListener("tcp:0:interface=127.0.0.1", pool=pool)])
+"""
+
+INVALID = """\
+from txproxy.config import Pool, Proxy, Server, TCPListener
+pool = Pool("db", servers=[Server("127.0.0.1:99999")])
+proxy = Proxy(listeners=[TCPListener("tcp:0:interface=127.0.0.1", pool=pool)])
+"""
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    Tests for L{Options}.
+    """
+
+    def write(self, text: str) -> str:
+        path = Path(self.mktemp())
+        path.write_text(text)
+        return str(path)
+
+    def capture_stdout(self) -> io.StringIO:
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        return out
+
+    def test_default_is_the_demo(self) -> None:
+        """
+        Without C{--config} the installed copy of C{etc/txproxy.py} is loaded:
+        a TCP listener on 127.0.0.1:8080 over two demo origins.
+        """
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual(options["config"], default_config_path())
+        proxy = options["proxy"]
+        self.assertEqual(
+            [listener.endpoint for listener in proxy.listeners], ["tcp:8080:interface=127.0.0.1"]
+        )
+        self.assertEqual(len(proxy.services), 2)
+
+    def test_default_matches_etc(self) -> None:
+        """
+        The installed default configuration is the same text as C{etc/txproxy.py}.
+        """
+        etc = Path(__file__).parent.parent / "etc" / "txproxy.py"
+        self.assertEqual(Path(default_config_path()).read_text(), etc.read_text())
+
+    def test_config_loaded(self) -> None:
+        """
+        C{--config FILE} loads that file.
+        """
+        options = Options()
+        options.parseOptions(["--config", self.write(VALID)])
+        self.assertIsInstance(options["proxy"], config.Proxy)
+
+    def test_invalid_config_refused(self) -> None:
+        """
+        An invalid file is a usage error naming the file, line and field, so
+        twistd stops before starting anything.
+        """
+        path = self.write(INVALID)
+        error = self.assertRaises(UsageError, Options().parseOptions, ["--config", path])
+        self.assertIn(f"{path}:2: Server('127.0.0.1:99999'): address:", str(error))
+
+    def test_check_valid(self) -> None:
+        """
+        C{--check} on a valid file says so and exits 0.
+        """
+        out = self.capture_stdout()
+        path = self.write(VALID)
+        exit = self.assertRaises(SystemExit, Options().parseOptions, ["--config", path, "--check"])
+        self.assertEqual(exit.code, 0)
+        self.assertIn("configuration ok", out.getvalue())
+
+    def test_check_invalid(self) -> None:
+        """
+        C{--check} on an invalid file prints each error and exits 1.
+        """
+        out = self.capture_stdout()
+        path = self.write(INVALID)
+        exit = self.assertRaises(SystemExit, Options().parseOptions, ["--config", path, "--check"])
+        self.assertEqual(exit.code, 1)
+        self.assertIn(f"{path}:2: Server('127.0.0.1:99999')", out.getvalue())
+
+    def test_make_service(self) -> None:
+        """
+        L{makeService} builds the proxy's service tree from the options.
+        """
+        options = Options()
+        options.parseOptions(["--config", self.write(VALID)])
+        self.assertIsInstance(makeService(options), ProxyService)
+
+
+class PluginTests(SynchronousTestCase):
+    """
+    Tests for the twistd plugin.
+    """
+
+    def test_listed(self) -> None:
+        """
+        twistd finds the C{txproxy} plugin, which names L{txproxy.tap}.
+        """
+        [maker] = {
+            plugin.module: plugin
+            for plugin in getPlugins(IServiceMaker)
+            if plugin.tapname == "txproxy"
+        }.values()
+        self.assertEqual(maker.module, "txproxy.tap")
+        self.assertIs(maker.options, Options)
