@@ -232,6 +232,7 @@ class Relay(_RelayEnd):
 
 class _UpstreamFactory(Factory):
     protocol = UpstreamRelay
+    noisy = False
 
 
 class RelayFactory(Factory):
@@ -248,6 +249,7 @@ class RelayFactory(Factory):
     """
 
     protocol = Relay
+    noisy = False
 
     def __init__(
         self,
