@@ -45,6 +45,7 @@ __all__ = [
     "HTTP_LIMITS",
     "TCP_LIMITS",
     "Access",
+    "AccessLog",
     "Admin",
     "Cache",
     "Certificate",
@@ -815,6 +816,11 @@ class Pool(_Declared):
     @ivar queue_size: how many requests may wait for a server, when none is
         available, before txproxy answers 503.
     @ivar queue_timeout: seconds a request may wait there.
+    @ivar keepalive: how many idle HTTP connections to keep open per server
+        for reuse (nginx's C{keepalive}); 0 closes each after its response.
+    @ivar keepalive_timeout: seconds an idle connection is kept. Keep it
+        below the servers' own keep-alive timeout (5 s for Node.js, uvicorn
+        and Apache), so that txproxy, not the server, closes idle connections.
     """
 
     name: str = field(
@@ -835,6 +841,8 @@ class Pool(_Declared):
     retries: int = field(default=3, validator=_checked(_integer(0)))
     queue_size: int = field(default=0, validator=_checked(_integer(0)))
     queue_timeout: float = field(default=10.0, validator=_checked(_positive))
+    keepalive: int = field(default=32, validator=_checked(_integer(0)))
+    keepalive_timeout: float = field(default=4.0, validator=_checked(_positive))
 
     @servers.validator
     def _distinct_addresses(self, attribute: Attribute[object], servers: object) -> None:
@@ -1154,6 +1162,27 @@ class TLS(_Declared):
 
 
 @frozen
+class AccessLog(_Declared):
+    """
+    Where and how an HTTP listener logs each request.
+
+    @ivar path: the file lines are appended to, or L{None} for the twistd log.
+    @ivar format: C{combined} (nginx's and Apache's, plus upstream and time)
+        or C{json} (one object a line).
+    """
+
+    path: str | None = field(default=None, validator=_checked(_optional(_file_path)))
+    format: str = field(default="combined", validator=_checked(_one_of(("combined", "json"))))
+
+
+def _to_access_log(value: object) -> object:
+    """
+    A path given alone stands for the combined format in that file.
+    """
+    return AccessLog(path=value) if isinstance(value, str) else value
+
+
+@frozen
 class _Listener(_Declared):
     """
     An endpoint and the pools it sends connections to.
@@ -1177,7 +1206,8 @@ class HTTPListener(_Listener):
     @ivar routes: the routes, tried in order; a request none matches gets 404.
     @ivar tls: the TLS it terminates, or L{None} for plain HTTP.
     @ivar limits: its limits, over L{HTTP_LIMITS}.
-    @ivar access_log: the file of its access log, or L{None} for none.
+    @ivar access_log: its L{AccessLog} (a path given alone means the
+        combined format in that file), or L{None} for none.
     """
 
     routes: tuple[Route, ...] = field(
@@ -1185,7 +1215,11 @@ class HTTPListener(_Listener):
     )
     tls: TLS | None = field(default=None, validator=_checked(_optional(_instance_of(TLS))))
     limits: Limits = field(factory=Limits, validator=_checked(_instance_of(Limits)))
-    access_log: str | None = field(default=None, validator=_checked(_optional(_file_path)))
+    access_log: AccessLog | None = field(
+        default=None,
+        converter=_to_access_log,
+        validator=_checked(_optional(_instance_of(AccessLog))),
+    )
 
     def _pools(self) -> Iterator[Pool]:
         """
