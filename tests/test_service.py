@@ -289,10 +289,13 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(list(service.pools), ["db"])
         self.assertEqual(service.listeners[1].description, "tcp:1")
 
-    def test_http_listener_not_yet(self) -> None:
+    def test_tls_listener_not_yet(self) -> None:
         """
-        A listener kind this version cannot run is refused before anything starts.
+        A listener kind this version cannot run yet (TLS) is refused before
+        anything starts.
         """
         pool = config.Pool("web", servers=[config.Server("127.0.0.1:80")])
-        proxy = config.Proxy(listeners=[config.HTTPListener("tcp:0", routes=[config.Route(pool)])])
+        tls = config.TLS(certificates=["site.pem"])
+        listener = config.HTTPListener("tcp:0", routes=[config.Route(pool)], tls=tls)
+        proxy = config.Proxy(listeners=[listener])
         self.assertRaises(UnsupportedListener, makeService, proxy, reactor)

@@ -14,6 +14,9 @@ from twisted.python.failure import Failure
 
 from txproxy import config
 from txproxy.balancing import balancer_for
+from txproxy.http.accesslog import AccessLog
+from txproxy.http.listener import HTTPFactory
+from txproxy.http.upstream import IdleUpstreams
 from txproxy.pool import Pool, ServerState
 from txproxy.tcp import RelayFactory
 
@@ -28,7 +31,7 @@ class UnsupportedListener(Exception):
         self.listener = listener
 
 
-ListenerFactory = RelayFactory
+ListenerFactory = RelayFactory | HTTPFactory
 """
 The factories a listener may serve with: each can close its connections.
 """
@@ -73,6 +76,12 @@ class ListenerService(Service):
             port=getattr(address, "port", ""),
             summary=self.summary,
         )
+        if isinstance(self.factory, HTTPFactory):
+            self._log.info(
+                "try: curl http://{host}:{port}/",
+                host=getattr(address, "host", address),
+                port=getattr(address, "port", ""),
+            )
 
     def startService(self) -> None:
         if self.port is None:
@@ -122,6 +131,11 @@ class ProxyService(MultiService):
         super().__init__()
         self.proxy = proxy
         self.pools = {pool.name: build_pool(pool) for pool in proxy.pools}
+        self.idle = {
+            pool.name: IdleUpstreams(reactor, reactor, pool.keepalive, pool.keepalive_timeout)
+            for pool in proxy.pools
+        }
+        self.access_logs: list[AccessLog] = []
         self.listeners: list[ListenerService] = []
         for factory in proxy.services:
             factory.make_service(reactor).setServiceParent(self)
@@ -146,6 +160,14 @@ class ProxyService(MultiService):
                 retries=listener.pool.retries,
             )
             return ListenerService(reactor, listener.endpoint, factory, f"TCP to pool {pool.name}")
+        if isinstance(listener, config.HTTPListener) and listener.tls is None:
+            access_log = None
+            if listener.access_log is not None:
+                access_log = AccessLog(listener.access_log.path, listener.access_log.format)
+                self.access_logs.append(access_log)
+            http = HTTPFactory(listener, self.pools, self.idle, reactor, access_log)
+            pools = ", ".join(sorted({route.pool.name for route in listener.routes}))
+            return ListenerService(reactor, listener.endpoint, http, f"HTTP to pools {pools}")
         raise UnsupportedListener(listener)
 
     def startService(self) -> None:
@@ -157,6 +179,21 @@ class ProxyService(MultiService):
             ),
         )
         super().startService()
+
+    def stopService(self) -> Deferred[object]:
+        """
+        Stop the listeners, then close idle upstream connections and logs.
+        """
+        stopped = maybeDeferred(super().stopService)
+
+        def close(result: object) -> object:
+            for idle in self.idle.values():
+                idle.close()
+            for access_log in self.access_logs:
+                access_log.close()
+            return result
+
+        return stopped.addBoth(close)
 
 
 def makeService(proxy: config.Proxy, reactor: IReactorCore) -> ProxyService:

@@ -31,7 +31,7 @@ def client_hash_key(address: IAddress) -> bytes | None:
 
 
 @implementer(IHalfCloseableProtocol)
-class _RelayEnd(Protocol):
+class RelayEnd(Protocol):
     """
     One end of a relay: what it reads, its peer writes.
 
@@ -39,7 +39,7 @@ class _RelayEnd(Protocol):
     writing, and once both ends have read EOF both connections close.
     """
 
-    peer: _RelayEnd | None = None
+    peer: RelayEnd | None = None
     read_closed = False
 
     def dataReceived(self, data: bytes) -> None:
@@ -61,7 +61,7 @@ class _RelayEnd(Protocol):
         Nothing to do: our peer told us it will send no more.
         """
 
-    def join(self, peer: _RelayEnd) -> None:
+    def join(self, peer: RelayEnd) -> None:
         """
         Make C{peer} the other end, and let each side's transport pause the
         other's when its write buffer is full.
@@ -72,7 +72,7 @@ class _RelayEnd(Protocol):
         peer.transport.registerProducer(self.transport, True)
 
 
-class UpstreamRelay(_RelayEnd):
+class UpstreamRelay(RelayEnd):
     """
     The server side of a relay.
     """
@@ -87,7 +87,7 @@ class UpstreamRelay(_RelayEnd):
             self.peer.upstream_lost()
 
 
-class Relay(_RelayEnd):
+class Relay(RelayEnd):
     """
     The client side of a relay: holds the client still until a server of the
     pool accepts, trying the next server when one cannot be reached.

@@ -105,7 +105,8 @@ class BadMessage:
     The message broke the protocol or a limit; nothing follows it.
 
     @ivar reason: what was wrong, for the log (never sent to a peer in full).
-    @ivar status: the status txproxy answers with: 400, 408, 413, 414 or 431.
+    @ivar status: the status txproxy answers with: 400, 405, 408, 413, 414 or 431 for
+        a request; 502 for a response.
     """
 
     reason: str

@@ -1,0 +1,350 @@
+# -*- test-case-name: tests.test_http_channel -*-
+"""
+The client side of an HTTP/1.1 listener: read requests, route them, write responses.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from txproxy.http.accesslog import AccessRecord
+from txproxy.http.events import (
+    BadMessage,
+    BodyChunk,
+    EndOfMessage,
+    Headers,
+    RequestEvent,
+    RequestHead,
+    ResponseHead,
+)
+from txproxy.http.exchange import Exchange
+from txproxy.http.responses import local_response
+from txproxy.http.upstream import UpstreamProtocol
+from txproxy.http.writing import LAST_CHUNK, ResponseFraming, chunk
+from txproxy.tcp import RelayEnd, client_hash_key
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from txproxy.http.listener import HTTPFactory
+
+
+class Waiting(enum.Enum):
+    """
+    What the connection waits for, which decides its timeout.
+    """
+
+    IDLE = "idle"  # between requests: client_idle_timeout, then close quietly
+    HEAD = "head"  # part of a head has come: client_header_timeout, then 408
+    EXCHANGE = "exchange"  # a request is in flight: the exchange keeps time
+
+
+@implementer(IPushProducer)
+class _ClientReading:
+    """
+    Pauses reading from the client while any reason holds: an upstream
+    connection whose buffer is full or not yet there, or a pipelined request
+    waiting for the response ahead of it.
+    """
+
+    def __init__(self, channel: ClientChannel) -> None:
+        self._channel = channel
+        self._reasons: set[str] = set()
+
+    def pause(self, reason: str) -> None:
+        if not self._reasons and self._channel.transport is not None:
+            self._channel.transport.pauseProducing()
+        self._reasons.add(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason not in self._reasons:
+            return
+        self._reasons.discard(reason)
+        if not self._reasons and self._channel.transport is not None:
+            self._channel.transport.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.pause("upstream")
+
+    def resumeProducing(self) -> None:
+        self.resume("upstream")
+
+    def stopProducing(self) -> None:
+        """
+        Nothing to do: the upstream connection that paused us is gone, and the
+        exchange decides what that means for the client.
+        """
+
+
+class ClientChannel(Protocol):
+    """
+    One client connection: requests are read with a L{RequestReader}, routed,
+    and handed one at a time to an L{Exchange}; pipelined requests wait their
+    turn with the connection paused.
+    """
+
+    _log = Logger()
+    factory: HTTPFactory
+
+    def __init__(self) -> None:
+        self._events: deque[RequestEvent] = deque()
+        self._exchange: Exchange | None = None
+        self._request: RequestHead | None = None
+        self._framing: ResponseFraming | None = None
+        self._discarding = False
+        self._processing = False
+        self._tunnel: RelayEnd | None = None
+        self._waiting = Waiting.IDLE
+        self._partial = False
+        self._deadline = 0.0
+        self._timer: IDelayedCall | None = None
+        self._started = 0.0
+        self._status = 0
+        self._bytes_sent = 0
+        self.producer = _ClientReading(self)
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        factory.channels.add(self)
+        self.reader = factory.new_reader()
+        self.peer = self.transport.getPeer()
+        self.hash_key = client_hash_key(self.peer)
+        self._wait(Waiting.HEAD, factory.limits.client_header_timeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel.dataReceived(data)
+            return
+        if self._waiting is not Waiting.EXCHANGE:
+            self._partial = True
+            if self._waiting is Waiting.IDLE:
+                self._wait(Waiting.HEAD, self.factory.limits.client_header_timeout)
+        self._events.extend(self.reader.feed(data))
+        self._process()
+
+    def _process(self) -> None:
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            events = self._events
+            while events and self.transport is not None and not self.transport.disconnecting:
+                event = events[0]
+                if isinstance(event, RequestHead):
+                    if self._request is not None:
+                        self.producer.pause("pipeline")
+                        return
+                    events.popleft()
+                    self._start(event)
+                    continue
+                events.popleft()
+                if isinstance(event, BodyChunk):
+                    if self._exchange is not None:
+                        self._exchange.request_body(event.data)
+                elif isinstance(event, EndOfMessage):
+                    self._request_read()
+                elif isinstance(event, BadMessage):
+                    self._bad(event)
+        finally:
+            self._processing = False
+
+    def _start(self, head: RequestHead) -> None:
+        self._request = head
+        self._waiting = Waiting.EXCHANGE
+        self._partial = False
+        self._started = self.factory.clock.seconds()
+        self._status = 0
+        self._bytes_sent = 0
+        self._discarding = False
+        exchange = self.factory.exchange_for(self, head)
+        if isinstance(exchange, Exchange):
+            self._exchange = exchange
+            exchange.start()
+        else:
+            self._discarding = head.has_body
+            self.fail(exchange)
+
+    def _request_read(self) -> None:
+        if self._exchange is not None:
+            self._exchange.request_end()
+        elif self._discarding:
+            self._discarding = False
+
+    def _bad(self, event: BadMessage) -> None:
+        self._log.debug(
+            "bad request from {client}: {reason}", client=self.peer, reason=event.reason
+        )
+        if self._exchange is not None and self._framing is not None:
+            self.abort()
+            return
+        if self._exchange is not None:
+            self._exchange.client_lost()
+            self._exchange = None
+        self._request = self._request or RequestHead(b"-", b"-", b"1.1", ())
+        self._send_local(event.status, close=True)
+
+    def send_interim(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def start_response(self, response: ResponseHead, headers: Headers) -> None:
+        request = self._request
+        assert request is not None
+        self._status = response.status
+        keep_alive = request.keep_alive and not request.upgrade and self.factory.accepting
+        self._framing = ResponseFraming.choose(request, response, keep_alive)
+        self.transport.write(self._framing.head(response, headers, request.version))
+
+    def send_body(self, data: bytes) -> None:
+        self._bytes_sent += len(data)
+        assert self._framing is not None
+        self.transport.write(chunk(data) if self._framing.chunked else data)
+
+    def end_response(self) -> None:
+        framing = self._framing
+        assert framing is not None
+        if framing.chunked:
+            self.transport.write(LAST_CHUNK)
+        exchange = self._exchange
+        assert exchange is not None
+        self._log_access(exchange.upstream_address)
+        self._next(close=framing.close or not exchange.request_ended)
+
+    def fail(self, status: int) -> None:
+        """
+        Answer the current request with txproxy's own response.
+        """
+        if self._exchange is not None:
+            self._log_access(self._exchange.upstream_address, status)
+        else:
+            self._log_access("-", status)
+        request = self._request
+        unread_body = self._discarding or (
+            self._exchange is not None and not self._exchange.request_ended
+        )
+        self._send_local(status, close=unread_body or not (request and request.keep_alive))
+
+    def _send_local(self, status: int, close: bool) -> None:
+        request = self._request
+        accept = None
+        if request is not None:
+            for name, value in request.headers:
+                if name.lower() == b"accept":
+                    accept = value
+                    break
+        response = local_response(status, accept, close=close or None)
+        self.transport.write(
+            response.to_bytes(head_only=request is not None and request.method == b"HEAD")
+        )
+        self._next(close=response.close)
+
+    def abort(self) -> None:
+        """
+        Cut the connection: a response broke off after it started.
+        """
+        if self._exchange is not None:
+            self._log_access(self._exchange.upstream_address)
+        self.transport.loseConnection()
+        self._next(close=True)
+
+    def _next(self, close: bool) -> None:
+        """
+        The current exchange is over: close, or get ready for the next request.
+        """
+        self._exchange = None
+        self._request = None
+        self._framing = None
+        if close:
+            self._cancel_timer()
+            self.transport.loseConnection()
+            return
+        if self._discarding:
+            return
+        self._wait(Waiting.IDLE, self.factory.limits.client_idle_timeout)
+        self.producer.resume("pipeline")
+        self._process()
+
+    def tunnel(self, upstream: UpstreamProtocol, data: bytes) -> None:
+        """
+        Relay raw bytes both ways, as after a C{101 Switching Protocols}.
+        """
+        self._log_access(upstream.server.address)
+        self._exchange = None
+        self._cancel_timer()
+        client_end, upstream_end = RelayEnd(), RelayEnd()
+        client_end.makeConnection(self.transport)
+        upstream_end.makeConnection(upstream.transport)
+        client_end.join(upstream_end)
+        self._tunnel, upstream.tunnel = client_end, upstream_end
+        if data:
+            self.transport.write(data)
+        leftover = self.reader.detach()
+        if leftover:
+            upstream.transport.write(leftover)
+        self.producer.resume("pipeline")
+        self.producer.resume("upstream")
+
+    def register_response_producer(self, producer: IPushProducer | None) -> None:
+        if producer is None:
+            self.transport.unregisterProducer()
+        else:
+            self.transport.registerProducer(producer, True)
+
+    def _log_access(self, upstream: str, status: int | None = None) -> None:
+        access_log = self.factory.access_log
+        request = self._request
+        if access_log is None or request is None:
+            return
+        now = self.factory.clock.seconds()
+        access_log.log(
+            AccessRecord.for_request(
+                request,
+                client=str(getattr(self.peer, "host", "-")),
+                time=now,
+                status=status or self._status,
+                bytes_sent=self._bytes_sent,
+                upstream=upstream,
+                duration=now - self._started,
+            )
+        )
+
+    def _wait(self, waiting: Waiting, timeout: float) -> None:
+        self._waiting = waiting
+        clock = self.factory.clock
+        self._deadline = clock.seconds() + timeout
+        if self._timer is None:
+            self._timer = clock.callLater(timeout, self._check_deadline)
+        elif self._timer.getTime() > self._deadline:
+            self._timer.reset(timeout)
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if self._waiting is Waiting.EXCHANGE:
+            return
+        remaining = self._deadline - self.factory.clock.seconds()
+        if remaining > 0:
+            self._timer = self.factory.clock.callLater(remaining, self._check_deadline)
+            return
+        if self._waiting is Waiting.HEAD and self._partial:
+            self._send_local(408, close=True)
+        else:
+            self.transport.loseConnection()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancel_timer()
+        self.factory.channel_ended(self)
+        if self._tunnel is not None and self._tunnel.peer is not None:
+            self._tunnel.peer.transport.loseConnection()
+        if self._exchange is not None:
+            self._exchange.client_lost()
+            self._exchange = None

@@ -1,0 +1,416 @@
+# -*- test-case-name: tests.test_http_channel -*-
+"""
+One request and its response through one pool: pick a server, send, stream back, retry where safe.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol as TypingProtocol
+
+from attrs import frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.error import TimeoutError as ConnectTimeout
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from txproxy.http.events import (
+    BadMessage,
+    BodyChunk,
+    EndOfMessage,
+    Headers,
+    RequestHead,
+    ResponseEvent,
+    ResponseHead,
+)
+from txproxy.http.headers import forward_request_headers, forward_response_headers
+from txproxy.http.routing import RoutePlan
+from txproxy.http.upstream import IdleUpstreams, UpstreamProtocol
+from txproxy.http.writing import LAST_CHUNK, chunk, interim_head, request_head
+from txproxy.interfaces import PickContext
+from txproxy.pool import Lease, Pool
+
+# RFC 9110 section 9.2.2.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+
+class ExchangeClient(TypingProtocol):
+    """
+    What the client connection offers the exchange that answers it.
+    """
+
+    producer: IPushProducer
+
+    def send_interim(self, data: bytes) -> None:
+        """
+        Pass an interim (1xx) response on.
+        """
+
+    def start_response(self, response: ResponseHead, headers: Headers) -> None:
+        """
+        Send the final response's head.
+        """
+
+    def send_body(self, data: bytes) -> None:
+        """
+        Send some of the response body.
+        """
+
+    def end_response(self) -> None:
+        """
+        The response is complete.
+        """
+
+    def fail(self, status: int) -> None:
+        """
+        No response was sent: answer with txproxy's own C{status}.
+        """
+
+    def abort(self) -> None:
+        """
+        The response broke off after it started: close the client connection.
+        """
+
+    def tunnel(self, upstream: UpstreamProtocol, data: bytes) -> None:
+        """
+        The server switched protocols: relay raw bytes both ways from now on.
+        """
+
+    def register_response_producer(self, producer: IPushProducer | None) -> None:
+        """
+        Let the client connection pause C{producer} while its buffer is full.
+        """
+
+
+@frozen
+class ExchangeSettings:
+    """
+    What an exchange needs to know of its listener.
+
+    @ivar clock: the reactor's clock, for the response timeout.
+    @ivar idle: the idle upstream connections shared by the listeners.
+    @ivar connect_timeout: seconds to wait for a server to accept.
+    @ivar response_timeout: seconds to wait for the server between reads.
+    @ivar scheme: C{b"http"} or C{b"https"}, for X-Forwarded-Proto.
+    @ivar max_body: the largest request body forwarded, 0 for no limit.
+    @ivar retries: how many other servers to try after a failure.
+    """
+
+    clock: IReactorTime
+    idle: IdleUpstreams
+    connect_timeout: float
+    response_timeout: float
+    scheme: bytes
+    max_body: int
+    retries: int
+
+
+class Exchange:
+    """
+    Carries one request to a server of a pool and its response back.
+
+    The request head is forwarded once a server is connected; body bytes that
+    arrive before that wait here while the client is paused. A request is tried
+    again on another server (or on a fresh connection, when a kept-alive one
+    had closed) only while nothing of the response has arrived, and only when
+    no byte reached a server or the request is idempotent and has no body.
+
+    @ivar upstream_address: the server that answered, or C{-}.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        client: ExchangeClient,
+        head: RequestHead,
+        plan: RoutePlan,
+        pool: Pool,
+        settings: ExchangeSettings,
+        peer: IAddress,
+        hash_key: bytes | None,
+    ) -> None:
+        self._client = client
+        self.head = head
+        self._plan = plan
+        self._pool = pool
+        self._settings = settings
+        self._peer = peer
+        self._hash_key = hash_key
+        self._tries_left = settings.retries + 1
+        self._body_bytes = 0
+        client_ip = str(getattr(peer, "host", ""))
+        self._request_bytes = request_head(
+            head.method,
+            plan.forward_target(head.target),
+            forward_request_headers(head, plan.request_edits, client_ip, settings.scheme),
+            head.chunked,
+        )
+        self._pending: list[bytes] = []
+        self._request_ended = not head.has_body
+        self._tried: frozenset[str] = frozenset()
+        self._lease: Lease | None = None
+        self._upstream: UpstreamProtocol | None = None
+        self._connecting: Deferred[UpstreamProtocol] | None = None
+        self._sent = False
+        self._response: ResponseHead | None = None
+        self._done = False
+        self._deadline = 0.0
+        self._timer: IDelayedCall | None = None
+        self.upstream_address = "-"
+
+    @property
+    def request_ended(self) -> bool:
+        """
+        Whether the whole request has been read from the client.
+        """
+        return self._request_ended
+
+    def start(self) -> None:
+        """
+        Find a server and send it the request.
+        """
+        self._attempt(fresh=False)
+
+    def _attempt(self, fresh: bool) -> None:
+        self._tries_left -= 1
+        lease = self._pool.lease(
+            PickContext(client=self._peer, hash_key=self._hash_key, exclude=self._tried)
+        )
+        if lease is None:
+            self._fail(502 if self._tried else 503)
+            return
+        self._lease = lease
+        self._tried |= {lease.server.address}
+        self.upstream_address = lease.server.address
+        upstream = None if fresh else self._settings.idle.take(lease.server)
+        if upstream is not None:
+            self._use(upstream)
+            return
+        self._connecting = self._settings.idle.connect(lease.server, self._settings.connect_timeout)
+        self._connecting.addCallbacks(self._connected, self._connect_failed)
+
+    def _connected(self, upstream: UpstreamProtocol) -> None:
+        self._connecting = None
+        self._use(upstream)
+
+    def _connect_failed(self, reason: Failure) -> None:
+        self._connecting = None
+        lease, self._lease = self._lease, None
+        assert lease is not None
+        if self._done:
+            lease.release()
+            return
+        lease.release(failed=True)
+        self._log.warn(
+            "connect to server {server} of pool {pool} failed: {reason}",
+            server=lease.server.address,
+            pool=self._pool.name,
+            reason=reason.getErrorMessage(),
+        )
+        if self._tries_left > 0:
+            self._attempt(fresh=False)
+        else:
+            self._fail(504 if reason.check(ConnectTimeout) else 502)
+
+    def _use(self, upstream: UpstreamProtocol) -> None:
+        self._upstream = upstream
+        upstream.use(self, self.head.method)
+        transport = upstream.transport
+        transport.registerProducer(self._client.producer, True)
+        self._client.register_response_producer(transport)
+        transport.write(self._request_bytes)
+        if self._pending:
+            transport.writeSequence(self._pending)
+            self._pending = []
+        self._sent = True
+        self._touch()
+        self._client.producer.resumeProducing()
+
+    def request_body(self, data: bytes) -> None:
+        """
+        Forward some of the request body, or hold it until a server is connected.
+
+        A body over C{max_body} ends the exchange with 413, unread.
+        """
+        self._body_bytes += len(data)
+        if self._settings.max_body and self._body_bytes > self._settings.max_body:
+            self._give_up(413, failed=False)
+            return
+        if self.head.chunked:
+            data = chunk(data)
+        if self._upstream is not None:
+            self._upstream.transport.write(data)
+        else:
+            self._pending.append(data)
+            self._client.producer.pauseProducing()
+
+    def request_end(self) -> None:
+        """
+        The client has sent the whole request.
+        """
+        self._request_ended = True
+        if self.head.chunked:
+            if self._upstream is not None:
+                self._upstream.transport.write(LAST_CHUNK)
+            else:
+                self._pending.append(LAST_CHUNK)
+
+    def response_events(self, events: list[ResponseEvent]) -> None:
+        """
+        Pass what the server sent on to the client.
+        """
+        self._touch()
+        client = self._client
+        for event in events:
+            if self._done:
+                return
+            if isinstance(event, BodyChunk):
+                client.send_body(event.data)
+            elif isinstance(event, ResponseHead):
+                self._response_head(event)
+            elif isinstance(event, EndOfMessage):
+                self._response_end()
+            elif isinstance(event, BadMessage):
+                self._log.warn(
+                    "server {server} of pool {pool} sent a bad response: {reason}",
+                    server=self.upstream_address,
+                    pool=self._pool.name,
+                    reason=event.reason,
+                )
+                self._give_up(502, failed=True)
+
+    def _response_head(self, response: ResponseHead) -> None:
+        headers = forward_response_headers(
+            response, self._plan.response_edits, self._plan.keep_server_headers
+        )
+        if 100 <= response.status < 200 and response.status != 101:
+            if self.head.version == b"1.1":
+                self._client.send_interim(interim_head(response, headers))
+            return
+        self._response = response
+        self._client.start_response(response, headers)
+
+    def _response_end(self) -> None:
+        upstream, response = self._upstream, self._response
+        assert upstream is not None and response is not None
+        self._finish()
+        assert self._lease is not None
+        self._lease.release()
+        if response.status == 101:
+            self._client.tunnel(upstream, upstream.reader.detach())
+            return
+        if response.keep_alive and self._request_ended:
+            self._settings.idle.put(upstream)
+        else:
+            upstream.sink = None
+            upstream.transport.loseConnection()
+        self._client.end_response()
+
+    def upstream_lost(self, upstream: UpstreamProtocol, reason: Failure) -> None:
+        """
+        The server's connection closed before the response was complete.
+        """
+        if self._done:
+            return
+        reused = upstream.requests > 1
+        if self._response is None and not upstream.received and self._may_retry():
+            self._detach()
+            lease, self._lease = self._lease, None
+            assert lease is not None
+            lease.release(failed=not reused)
+            if reused:
+                # A kept-alive connection the server had just closed: try a fresh one.
+                self._tried -= {lease.server.address}
+            self._attempt(fresh=reused)
+            return
+        self._give_up(502, failed=not reused or upstream.received)
+
+    def _may_retry(self) -> bool:
+        if self._tries_left <= 0:
+            return False
+        return not self._sent or (self.head.method in IDEMPOTENT and not self.head.has_body)
+
+    def _give_up(self, status: int | None, failed: bool) -> None:
+        """
+        End the exchange without a complete response.
+
+        The upstream connection is dropped and the server released; the client
+        gets C{status} if nothing of the response was sent, or is cut off if it
+        was. With C{status} L{None} the client is gone and gets nothing.
+
+        @param failed: whether the server is to blame.
+        """
+        if self._done:
+            return
+        upstream = self._upstream
+        self._finish()
+        if upstream is not None:
+            upstream.sink = None
+            upstream.transport.abortConnection()
+        if self._lease is not None:
+            self._lease.release(failed=failed)
+        if status is None:
+            return
+        if self._response is None:
+            self._client.fail(status)
+        else:
+            self._client.abort()
+
+    def _fail(self, status: int) -> None:
+        self._finish()
+        self._client.fail(status)
+
+    def _touch(self) -> None:
+        """
+        Push the response deadline back: the server just sent or was sent something.
+        """
+        clock = self._settings.clock
+        self._deadline = clock.seconds() + self._settings.response_timeout
+        if self._timer is None:
+            self._timer = clock.callLater(self._settings.response_timeout, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        remaining = self._deadline - self._settings.clock.seconds()
+        if remaining > 0:
+            self._timer = self._settings.clock.callLater(remaining, self._check_deadline)
+            return
+        self._log.warn(
+            "server {server} of pool {pool} did not answer within {timeout}s",
+            server=self.upstream_address,
+            pool=self._pool.name,
+            timeout=self._settings.response_timeout,
+        )
+        self._give_up(504, failed=True)
+
+    def _detach(self) -> None:
+        """
+        Unlink the producers of the current upstream connection.
+        """
+        upstream, self._upstream = self._upstream, None
+        if upstream is None:
+            return
+        upstream.transport.unregisterProducer()
+        upstream.transport.resumeProducing()
+        self._client.register_response_producer(None)
+        self._client.producer.resumeProducing()
+
+    def _finish(self) -> None:
+        """
+        Stop the timer and unlink the upstream connection; nothing more happens.
+        """
+        self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._connecting is not None:
+            self._connecting.cancel()
+            self._connecting = None
+        self._detach()
+
+    def client_lost(self) -> None:
+        """
+        The client left: abandon the exchange and drop its upstream connection.
+        """
+        self._give_up(None, failed=False)

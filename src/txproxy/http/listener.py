@@ -1,0 +1,130 @@
+# -*- test-case-name: tests.test_http_channel -*-
+"""
+An HTTP listener's factory: its routes, limits and pools, shared by its client connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+
+from txproxy import config
+from txproxy.http.accesslog import AccessLog
+from txproxy.http.channel import ClientChannel
+from txproxy.http.events import RequestHead
+from txproxy.http.exchange import Exchange, ExchangeSettings
+from txproxy.http.parsing import RequestReader
+from txproxy.http.routing import Router
+from txproxy.http.upstream import IdleUpstreams
+from txproxy.pool import Pool
+
+
+class HTTPFactory(Factory):
+    """
+    Makes a L{ClientChannel} per client of one HTTP listener, and decides,
+    for each request, which route and pool take it.
+
+    @ivar limits: the listener's limits, every field set.
+    @ivar channels: the client connections now open.
+    @ivar accepting: L{False} once the listener is shutting down: responses
+        then close their connections.
+    """
+
+    protocol = ClientChannel
+    noisy = False
+
+    def __init__(
+        self,
+        listener: config.HTTPListener,
+        pools: Mapping[str, Pool],
+        idle: Mapping[str, IdleUpstreams],
+        clock: IReactorTime,
+        access_log: AccessLog | None,
+    ) -> None:
+        self.clock = clock
+        self.router = Router(listener.routes)
+        self.limits = listener.limits.over(config.HTTP_LIMITS)
+        self.pools = pools
+        self.access_log = access_log
+        self.channels: set[ClientChannel] = set()
+        self.accepting = True
+        self._all_closed: list[Deferred[None]] = []
+        scheme = b"https" if listener.tls is not None else b"http"
+        self._settings = {
+            id(route): self._settings_for(route, idle[route.pool.name], clock, scheme)
+            for route in listener.routes
+        }
+
+    def _settings_for(
+        self, route: config.Route, idle: IdleUpstreams, clock: IReactorTime, scheme: bytes
+    ) -> ExchangeSettings:
+        limits = route.limits.over(self.limits) if route.limits is not None else self.limits
+        assert limits.upstream_connect_timeout is not None
+        assert limits.upstream_response_timeout is not None
+        return ExchangeSettings(
+            clock=clock,
+            idle=idle,
+            connect_timeout=limits.upstream_connect_timeout,
+            response_timeout=limits.upstream_response_timeout,
+            scheme=scheme,
+            max_body=limits.max_body or 0,
+            retries=route.pool.retries,
+        )
+
+    def new_reader(self) -> RequestReader:
+        """
+        A request reader held to this listener's header limits.
+        """
+        assert self.limits.max_header_size is not None and self.limits.max_headers is not None
+        return RequestReader(
+            max_header_size=self.limits.max_header_size, max_headers=self.limits.max_headers
+        )
+
+    def exchange_for(self, channel: ClientChannel, head: RequestHead) -> Exchange | int:
+        """
+        Route a request: the exchange that will forward it, or the status
+        txproxy answers it with itself.
+        """
+        plan = self.router.match(head)
+        if plan is None:
+            return 404
+        settings = self._settings[id(plan.route)]
+        if settings.max_body and (head.content_length or 0) > settings.max_body:
+            return 413
+        return Exchange(
+            channel,
+            head,
+            plan,
+            self.pools[plan.pool_name],
+            settings,
+            channel.peer,
+            channel.hash_key,
+        )
+
+    def channel_ended(self, channel: ClientChannel) -> None:
+        """
+        Forget a client connection that closed.
+        """
+        self.channels.discard(channel)
+        if not self.channels:
+            waiting, self._all_closed = self._all_closed, []
+            for closed in waiting:
+                closed.callback(None)
+
+    def close_connections(self) -> Deferred[None]:
+        """
+        Close every client connection once what it has buffered is written.
+
+        @return: a L{Deferred} that fires once every client connection is gone.
+        """
+        self.accepting = False
+        if not self.channels:
+            return succeed(None)
+        closed: Deferred[None] = Deferred()
+        self._all_closed.append(closed)
+        for channel in list(self.channels):
+            channel.transport.loseConnection()
+        return closed

@@ -1,0 +1,173 @@
+# -*- test-case-name: tests.test_http_upstream -*-
+"""
+Upstream HTTP/1.1 connections, and the cache of idle ones kept alive for reuse.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol as TypingProtocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from txproxy.endpoints import connect_upstream
+from txproxy.http.events import ResponseEvent
+from txproxy.http.parsing import ResponseReader
+from txproxy.pool import ServerState
+from txproxy.tcp import RelayEnd
+
+
+class ResponseSink(TypingProtocol):
+    """
+    What an upstream connection hands the response it reads to.
+    """
+
+    def response_events(self, events: list[ResponseEvent]) -> None:
+        """
+        Take the events read from the server.
+        """
+
+    def upstream_lost(self, upstream: UpstreamProtocol, reason: Failure) -> None:
+        """
+        The connection closed while this sink was using it.
+        """
+
+
+class UpstreamProtocol(Protocol):
+    """
+    One connection to one server: carries one exchange at a time.
+
+    @ivar server: the server it is connected to.
+    @ivar sink: the exchange now using it, or L{None} while idle.
+    @ivar received: whether any byte of the current response has arrived.
+    @ivar requests: how many requests it has carried.
+    @ivar tunnel: after a protocol switch, its end of the raw relay.
+    """
+
+    tunnel: RelayEnd | None = None
+
+    def __init__(self, server: ServerState, idle: IdleUpstreams) -> None:
+        self.server = server
+        self.reader = ResponseReader()
+        self.sink: ResponseSink | None = None
+        self.received = False
+        self.requests = 0
+        self.expiry: IDelayedCall | None = None
+        self._idle = idle
+
+    def use(self, sink: ResponseSink, method: bytes) -> None:
+        """
+        Give the connection to C{sink} for one request with C{method}.
+        """
+        self.sink = sink
+        self.received = False
+        self.requests += 1
+        self.reader.expect(method)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.dataReceived(data)
+            return
+        if self.sink is None:
+            # RFC 9112 section 9.3.2: nothing may arrive on an idle connection.
+            self.transport.loseConnection()
+            return
+        self.received = True
+        self.sink.response_events(self.reader.feed(data))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.tunnel is not None and self.tunnel.peer is not None:
+            self.tunnel.peer.transport.loseConnection()
+            return
+        sink, self.sink = self.sink, None
+        if sink is None:
+            self._idle.forget(self)
+            return
+        events = self.reader.feed_eof()
+        if events:
+            sink.response_events(events)
+        sink.upstream_lost(self, reason)
+
+
+class IdleUpstreams:
+    """
+    Idle upstream connections, kept alive per server for the next request.
+
+    At most C{max_idle} are kept per server, the most recently used first; each
+    closes after C{idle_timeout} seconds unused, which should be shorter than
+    the server's own keep-alive timeout so that txproxy closes first.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, reactor: IReactorTCP, clock: IReactorTime, max_idle: int, idle_timeout: float
+    ) -> None:
+        self._reactor = reactor
+        self._clock = clock
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self._idle: dict[str, list[UpstreamProtocol]] = {}
+
+    def take(self, server: ServerState) -> UpstreamProtocol | None:
+        """
+        An idle connection to C{server}, taken out of the cache, if there is one.
+        """
+        idle = self._idle.get(server.address)
+        if not idle:
+            return None
+        upstream = idle.pop()
+        if upstream.expiry is not None and upstream.expiry.active():
+            upstream.expiry.cancel()
+        upstream.expiry = None
+        return upstream
+
+    def connect(self, server: ServerState, timeout: float) -> Deferred[UpstreamProtocol]:
+        """
+        Open a new connection to C{server}.
+        """
+        factory = Factory.forProtocol(lambda: UpstreamProtocol(server, self))
+        factory.noisy = False
+        return connect_upstream(self._reactor, server, factory, timeout)
+
+    def put(self, upstream: UpstreamProtocol) -> None:
+        """
+        Keep a connection whose exchange is over, or close it if the cache is full.
+        """
+        upstream.sink = None
+        idle = self._idle.setdefault(upstream.server.address, [])
+        if len(idle) >= self.max_idle:
+            upstream.transport.loseConnection()
+            return
+        idle.append(upstream)
+        upstream.expiry = self._clock.callLater(
+            self.idle_timeout, upstream.transport.loseConnection
+        )
+
+    def forget(self, upstream: UpstreamProtocol) -> None:
+        """
+        Drop an idle connection that closed.
+        """
+        if upstream.expiry is not None and upstream.expiry.active():
+            upstream.expiry.cancel()
+        upstream.expiry = None
+        idle = self._idle.get(upstream.server.address)
+        if idle and upstream in idle:
+            idle.remove(upstream)
+
+    def close(self) -> None:
+        """
+        Close every idle connection.
+        """
+        for idle in list(self._idle.values()):
+            for upstream in list(idle):
+                upstream.transport.loseConnection()
+
+    def count(self, server: ServerState) -> int:
+        """
+        How many idle connections to C{server} are kept.
+        """
+        return len(self._idle.get(server.address, ()))
