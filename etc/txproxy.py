@@ -2,13 +2,16 @@
 The default configuration: a demo that serves at once, with no backends of your own.
 
 It starts two small origins on 127.0.0.1:8081 and 127.0.0.1:8082, each answering
-with its name, and balances a listener on 127.0.0.1:8080 over them, round robin.
-Try it:  curl http://127.0.0.1:8080/   (twice: origin a, then origin b)
+with its name, and an HTTP listener on 127.0.0.1:8080 that balances over them:
+
+    curl http://127.0.0.1:8080/             origin a, then origin b (round robin)
+    curl http://127.0.0.1:8080/api/users    the /api/ prefix is stripped: origin sees /users
+    curl http://127.0.0.1:8080/b/           always origin b
 
 Copy this file to start your own configuration: `twistd -n txproxy --config my.py`.
 """
 
-from txproxy.config import Pool, Proxy, Server, TCPListener
+from txproxy.config import HTTPListener, Pool, Proxy, Route, Server
 from txproxy.demo import Origin
 
 demo = Pool(
@@ -16,8 +19,18 @@ demo = Pool(
     servers=[Server("127.0.0.1:8081"), Server("127.0.0.1:8082")],
     balancer="round_robin",
 )
+only_b = Pool("only-b", servers=[Server("127.0.0.1:8082")])
 
 proxy = Proxy(
-    listeners=[TCPListener("tcp:8080:interface=127.0.0.1", pool=demo)],
+    listeners=[
+        HTTPListener(
+            "tcp:8080:interface=127.0.0.1",
+            routes=[
+                Route(demo, path="/api/", strip_prefix=True),
+                Route(only_b, path="/b/"),
+                Route(demo),
+            ],
+        ),
+    ],
     services=[Origin("127.0.0.1:8081", name="a"), Origin("127.0.0.1:8082", name="b")],
 )
