@@ -233,6 +233,33 @@ class HTTPProxyTests(TestCase):
         self.assertEqual(description(data)["uri"], "/users?x=1")
 
     @inlineCallbacks
+    def test_path_normalised_before_routing(self) -> Deferred[None]:
+        """
+        Encoded letters, doubled slashes and dot-segments cannot slip a request
+        past the route of its real path; the server gets the normalised path,
+        and a path climbing above the root gets 400.
+        """
+        public, private = start_origin(self), start_origin(self)
+        public_pool = config.Pool(
+            "public", servers=[config.Server(f"127.0.0.1:{public.getHost().port}")]
+        )
+        private_pool = config.Pool(
+            "private", servers=[config.Server(f"127.0.0.1:{private.getHost().port}")]
+        )
+        port = self.proxy(
+            public,
+            routes=[config.Route(private_pool, path="/admin/"), config.Route(public_pool)],
+        )
+        for target in (b"/%61dmin/x", b"//admin/x", b"/static/../admin/x"):
+            data = yield self.exchange(
+                port, b"GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % target
+            )
+            self.assertEqual(description(data)["uri"], "/admin/x", target)
+        self.assertEqual(self.service.pools["private"].servers[0].total, 3)
+        data = yield self.exchange(port, b"GET /../x HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(split_response(data)[0], 400)
+
+    @inlineCallbacks
     def test_refused_server_skipped(self) -> Deferred[None]:
         """
         A server that refuses connections costs a retry on the next, not the request.

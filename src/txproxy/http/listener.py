@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from attrs import evolve
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
@@ -17,6 +18,7 @@ from txproxy.http.channel import ClientChannel
 from txproxy.http.events import RequestHead
 from txproxy.http.exchange import Exchange, ExchangeSettings
 from txproxy.http.parsing import RequestReader
+from txproxy.http.paths import PathEscapesRoot, normalize_target
 from txproxy.http.routing import Router
 from txproxy.http.upstream import IdleUpstreams
 from txproxy.pool import Pool
@@ -87,7 +89,16 @@ class HTTPFactory(Factory):
         """
         Route a request: the exchange that will forward it, or the status
         txproxy answers it with itself.
+
+        The path is normalised first, so that the route matched is the one of
+        the path the server will see, and that path is what is forwarded.
         """
+        try:
+            target = normalize_target(head.target)
+        except PathEscapesRoot:
+            return 400
+        if target is not head.target:
+            head = evolve(head, target=target)
         plan = self.router.match(head)
         if plan is None:
             return 404
