@@ -114,15 +114,24 @@ class RawClient(Protocol):
     """
 
     def __init__(self) -> None:
-        self.received = b""
+        self._received = bytearray()
         self.closed: Deferred[bytes] = Deferred()
         self._waiting: list[tuple[bytes, int, Deferred[bytes]]] = []
 
+    @property
+    def received(self) -> bytes:
+        """
+        Every byte received so far.
+        """
+        return bytes(self._received)
+
     def dataReceived(self, data: bytes) -> None:
-        self.received += data
+        self._received += data
+        if not self._waiting:
+            return
         still = []
         for marker, count, waiter in self._waiting:
-            if self.received.count(marker) >= count:
+            if self._received.count(marker) >= count:
                 waiter.callback(self.received)
             else:
                 still.append((marker, count, waiter))
