@@ -5,11 +5,14 @@ Integration tests for the HTTP listener: real clients, txproxy and origins on lo
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.loopback import (
@@ -66,6 +69,89 @@ class Switching(Protocol):
                 b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n"
                 b"Upgrade: websocket\r\n\r\n"
             )
+
+
+TOTAL = 64 * 1024 * 1024
+CHUNK = b"z" * 65536
+
+
+class SlowSink(Protocol):
+    """
+    An origin that stops reading once a request starts, until told to go on;
+    then it counts the body and answers 200.
+    """
+
+    def connectionMade(self) -> None:
+        self.factory.connections.append(self)
+        self.head = b""
+        self.count = -1
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.count < 0:
+            self.head += data
+            if b"\r\n\r\n" not in self.head:
+                return
+            self.transport.pauseProducing()
+            data = self.head.partition(b"\r\n\r\n")[2]
+            self.count = 0
+        self.count += len(data)
+        if self.count == TOTAL:
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+class Uploader(RawClient):
+    """
+    A client that sends one request with a L{TOTAL}-byte body as fast as the
+    connection takes it.
+    """
+
+    def connectionMade(self) -> None:
+        self.sent = 0
+        self.paused = False
+        self.transport.write(
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % TOTAL
+        )
+        self.transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused and self.sent < TOTAL:
+            self.transport.write(CHUNK)
+            self.sent += len(CHUNK)
+        if self.sent >= TOTAL:
+            self.transport.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+
+def buffered(transport: object) -> int:
+    """
+    The bytes a Twisted TCP transport holds in memory, waiting for the socket.
+    """
+    # FileDescriptor's buffer: written data not yet handed to the kernel.
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[attr-defined]
+
+
+@inlineCallbacks
+def stalled(progress: Callable[[], int]) -> Deferred[int]:
+    """
+    Wait (bounded) until C{progress()} stops growing; return its last value.
+    """
+    last, steady = -1, 0
+    for _ in range(200):
+        yield deferLater(reactor, 0.05)
+        now = progress()
+        steady = steady + 1 if now == last else 0
+        last = now
+        if steady >= 4:
+            return last
+    raise AssertionError("never stalled")
 
 
 class HTTPProxyTests(TestCase):
@@ -371,6 +457,53 @@ class HTTPProxyTests(TestCase):
             port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello"
         )
         self.assertEqual(split_response(data)[0], 413)
+
+    @inlineCallbacks
+    def test_slow_client_bounds_memory(self) -> Deferred[None]:
+        """
+        A client that stops reading a large download stops the origin through
+        the proxy, which holds little in memory; then every byte arrives.
+        """
+        port = self.proxy(start_origin(self))
+        client: RawClient = yield connect_raw(port)
+        client.transport.pauseProducing()
+        client.transport.write(
+            b"GET /bytes/%d HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % TOTAL
+        )
+        [factory] = [listener.factory for listener in self.service.listeners]
+        [channel] = factory.channels
+        forwarded = yield stalled(lambda: channel._bytes_sent)
+        self.assertLess(forwarded, TOTAL // 2)
+        upstream = channel._exchange._upstream
+        held = buffered(channel.transport) + buffered(upstream.transport)
+        self.assertLess(held, 1024 * 1024)
+        client.transport.resumeProducing()
+        data = yield client.closed
+        self.assertEqual(len(split_response(data)[2]), TOTAL)
+
+    @inlineCallbacks
+    def test_slow_origin_bounds_memory(self) -> Deferred[None]:
+        """
+        An origin that stops reading a large upload stops the client through
+        the proxy, which holds little in memory; then every byte arrives.
+        """
+        origin = start_raw_origin(self, SlowSink)
+        port = self.proxy(origin)
+        client = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
+            Factory.forProtocol(Uploader)
+        )
+        sent = yield stalled(lambda: client.sent)
+        self.assertLess(sent, TOTAL // 2)
+        [factory] = [listener.factory for listener in self.service.listeners]
+        [channel] = factory.channels
+        upstream = channel._exchange._upstream
+        held = buffered(channel.transport) + buffered(upstream.transport)
+        self.assertLess(held, 1024 * 1024)
+        [sink] = origin.factory.connections
+        sink.transport.resumeProducing()
+        data = yield client.closed
+        self.assertEqual(split_response(data)[0], 200)
+        self.assertEqual(sink.count, TOTAL)
 
     @inlineCallbacks
     def test_large_download_streams(self) -> Deferred[None]:
