@@ -506,6 +506,70 @@ class HTTPProxyTests(TestCase):
         self.assertEqual(sink.count, TOTAL)
 
     @inlineCallbacks
+    def test_expect_continue(self) -> Deferred[None]:
+        """
+        A client that waits for C{100 Continue} gets it from the origin through
+        the proxy, then sends its body and gets the final response.
+        """
+        port = self.proxy(start_origin(self))
+        client: RawClient = yield connect_raw(port)
+        client.transport.write(
+            b"PUT /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        interim = yield client.wait_for(b"\r\n\r\n")
+        self.assertTrue(interim.startswith(b"HTTP/1.1 100 Continue\r\n"))
+        client.transport.write(b"hello")
+        data = yield client.closed
+        final = data.partition(b"\r\n\r\n")[2]
+        self.assertEqual(description(final)["body_length"], 5)
+
+    @inlineCallbacks
+    def test_oversized_heads(self) -> Deferred[None]:
+        """
+        Headers over C{max_header_size} get 431 and a URI over the target
+        limit 414; both close the connection and reach no server.
+        """
+        port = self.proxy(start_origin(self), limits=config.Limits(max_header_size=12000))
+        data = yield self.exchange(
+            port, b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 13000 + b"\r\n\r\n"
+        )
+        self.assertEqual(split_response(data)[0], 431)
+        data = yield self.exchange(port, b"GET /" + b"u" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(split_response(data)[0], 414)
+        self.assertEqual(self.service.pools["web"].servers[0].total, 0)
+
+    @inlineCallbacks
+    def test_access_log(self) -> Deferred[None]:
+        """
+        Each request is logged in the combined format with upstream and time.
+        """
+        path = self.mktemp()
+        origin = start_origin(self)
+        port = self.proxy(origin, access_log=path)
+        yield self.exchange(
+            port,
+            b"GET /logged HTTP/1.1\r\nHost: a\r\nUser-Agent: tester\r\nConnection: close\r\n\r\n",
+        )
+        with open(path) as log:
+            [line] = log.read().splitlines()
+        self.assertRegex(
+            line,
+            r'^127\.0\.0\.1 - - \[.+\] "GET /logged HTTP/1\.1" 200 \d+ "-" "tester" '
+            rf"upstream=127\.0\.0\.1:{origin.getHost().port} time=\d+\.\d+ pool=",
+        )
+
+    @inlineCallbacks
+    def test_http10_client(self) -> Deferred[None]:
+        """
+        An HTTP/1.0 client gets its response and the connection closes, as it
+        did not ask to keep it alive.
+        """
+        port = self.proxy(start_origin(self))
+        data = yield self.exchange(port, b"GET /old HTTP/1.0\r\nHost: a\r\n\r\n")
+        self.assertEqual(description(data)["uri"], "/old")
+
+    @inlineCallbacks
     def test_large_download_streams(self) -> Deferred[None]:
         """
         A 32 MiB response passes through whole.
