@@ -149,6 +149,7 @@ class Exchange:
         self._pending: list[bytes] = []
         self._request_ended = not head.has_body
         self._tried: frozenset[str] = frozenset()
+        self._exhausted_status = 502
         self._lease: Lease | None = None
         self._upstream: UpstreamProtocol | None = None
         self._connecting: Deferred[UpstreamProtocol] | None = None
@@ -178,7 +179,7 @@ class Exchange:
             PickContext(client=self._peer, hash_key=self._hash_key, exclude=self._tried)
         )
         if lease is None:
-            self._fail(502 if self._tried else 503)
+            self._fail(self._exhausted_status if self._tried else 503)
             return
         self._lease = lease
         self._tried |= {lease.server.address}
@@ -208,10 +209,12 @@ class Exchange:
             pool=self._pool.name,
             reason=reason.getErrorMessage(),
         )
+        # The client gets the status of the last failure, however the tries end.
+        self._exhausted_status = 504 if reason.check(ConnectTimeout) else 502
         if self._tries_left > 0:
             self._attempt(fresh=False)
         else:
-            self._fail(504 if reason.check(ConnectTimeout) else 502)
+            self._fail(self._exhausted_status)
 
     def _use(self, upstream: UpstreamProtocol) -> None:
         self._upstream = upstream
@@ -241,6 +244,7 @@ class Exchange:
             data = chunk(data)
         if self._upstream is not None:
             self._upstream.transport.write(data)
+            self._touch()
         else:
             self._pending.append(data)
             self._client.producer.pauseProducing()
@@ -250,6 +254,8 @@ class Exchange:
         The client has sent the whole request.
         """
         self._request_ended = True
+        if self._upstream is not None:
+            self._touch()
         if self.head.chunked:
             if self._upstream is not None:
                 self._upstream.transport.write(LAST_CHUNK)
@@ -322,6 +328,7 @@ class Exchange:
             if reused:
                 # A kept-alive connection the server had just closed: try a fresh one.
                 self._tried -= {lease.server.address}
+            self._exhausted_status = 502
             self._attempt(fresh=reused)
             return
         self._give_up(502, failed=not reused or upstream.received)

@@ -73,7 +73,7 @@ class UpstreamProtocol(Protocol):
             return
         if self.sink is None:
             # RFC 9112 section 9.3.2: nothing may arrive on an idle connection.
-            self.transport.loseConnection()
+            self._idle.discard(self)
             return
         self.received = True
         self.sink.response_events(self.reader.feed(data))
@@ -143,9 +143,15 @@ class IdleUpstreams:
             upstream.transport.loseConnection()
             return
         idle.append(upstream)
-        upstream.expiry = self._clock.callLater(
-            self.idle_timeout, upstream.transport.loseConnection
-        )
+        upstream.expiry = self._clock.callLater(self.idle_timeout, self.discard, upstream)
+
+    def discard(self, upstream: UpstreamProtocol) -> None:
+        """
+        Close an idle connection, forgetting it at once: it is never handed
+        out again while its close completes.
+        """
+        self.forget(upstream)
+        upstream.transport.loseConnection()
 
     def forget(self, upstream: UpstreamProtocol) -> None:
         """
@@ -164,7 +170,7 @@ class IdleUpstreams:
         """
         for idle in list(self._idle.values()):
             for upstream in list(idle):
-                upstream.transport.loseConnection()
+                self.discard(upstream)
 
     def count(self, server: ServerState) -> int:
         """
