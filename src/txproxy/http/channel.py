@@ -6,6 +6,7 @@ The client side of an HTTP/1.1 listener: read requests, route them, write respon
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
@@ -156,7 +157,9 @@ class ClientChannel(Protocol):
 
     def _start(self, head: RequestHead) -> None:
         self._request = head
+        # No deadline until the exchange sends upstream: connecting has its own.
         self._waiting = Waiting.EXCHANGE
+        self._deadline = math.inf
         self._partial = False
         self._started = self.factory.clock.seconds()
         self._status = 0
@@ -314,6 +317,13 @@ class ClientChannel(Protocol):
         )
 
     def _wait(self, waiting: Waiting, timeout: float) -> None:
+        """
+        Wait for C{waiting} at most C{timeout} seconds from now.
+
+        One timer serves every wait of the connection: it is moved only when
+        the new deadline is earlier than its time, and otherwise, when it
+        fires early, it is set again for what is left.
+        """
         self._waiting = waiting
         clock = self.factory.clock
         self._deadline = clock.seconds() + timeout
@@ -322,15 +332,24 @@ class ClientChannel(Protocol):
         elif self._timer.getTime() > self._deadline:
             self._timer.reset(timeout)
 
+    def wait_for_upstream(self, timeout: float) -> None:
+        """
+        Time the server out if it stays silent for C{timeout} seconds from now.
+        """
+        self._wait(Waiting.EXCHANGE, timeout)
+
     def _check_deadline(self) -> None:
         self._timer = None
-        if self._waiting is Waiting.EXCHANGE:
-            return
-        remaining = self._deadline - self.factory.clock.seconds()
+        clock = self.factory.clock
+        remaining = self._deadline - clock.seconds()
         if remaining > 0:
-            self._timer = self.factory.clock.callLater(remaining, self._check_deadline)
+            if remaining != math.inf:
+                self._timer = clock.callLater(remaining, self._check_deadline)
             return
-        if self._waiting is Waiting.HEAD and self._partial:
+        if self._waiting is Waiting.EXCHANGE:
+            if self._exchange is not None:
+                self._exchange.timed_out()
+        elif self._waiting is Waiting.HEAD and self._partial:
             self._send_local(408, close=True)
         else:
             self.transport.loseConnection()

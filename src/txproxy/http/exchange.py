@@ -10,7 +10,7 @@ from typing import Protocol as TypingProtocol
 from attrs import frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.error import TimeoutError as ConnectTimeout
-from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IAddress, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -81,13 +81,18 @@ class ExchangeClient(TypingProtocol):
         Let the client connection pause C{producer} while its buffer is full.
         """
 
+    def wait_for_upstream(self, timeout: float) -> None:
+        """
+        Call the exchange's C{timed_out} if the server stays silent for
+        C{timeout} seconds from now.
+        """
+
 
 @frozen
 class ExchangeSettings:
     """
     What an exchange needs to know of its listener.
 
-    @ivar clock: the reactor's clock, for the response timeout.
     @ivar idle: the idle upstream connections shared by the listeners.
     @ivar connect_timeout: seconds to wait for a server to accept.
     @ivar response_timeout: seconds to wait for the server between reads.
@@ -96,7 +101,6 @@ class ExchangeSettings:
     @ivar retries: how many other servers to try after a failure.
     """
 
-    clock: IReactorTime
     idle: IdleUpstreams
     connect_timeout: float
     response_timeout: float
@@ -156,8 +160,6 @@ class Exchange:
         self._sent = False
         self._response: ResponseHead | None = None
         self._done = False
-        self._deadline = 0.0
-        self._timer: IDelayedCall | None = None
         self.upstream_address = "-"
 
     @property
@@ -372,16 +374,14 @@ class Exchange:
         """
         Push the response deadline back: the server just sent or was sent something.
         """
-        clock = self._settings.clock
-        self._deadline = clock.seconds() + self._settings.response_timeout
-        if self._timer is None:
-            self._timer = clock.callLater(self._settings.response_timeout, self._check_deadline)
+        self._client.wait_for_upstream(self._settings.response_timeout)
 
-    def _check_deadline(self) -> None:
-        self._timer = None
-        remaining = self._deadline - self._settings.clock.seconds()
-        if remaining > 0:
-            self._timer = self._settings.clock.callLater(remaining, self._check_deadline)
+    def timed_out(self) -> None:
+        """
+        The server was silent for C{response_timeout} seconds: 504, or cut
+        the client off if the response had started.
+        """
+        if self._done:
             return
         self._log.warn(
             "server {server} of pool {pool} did not answer within {timeout}s",
@@ -405,12 +405,9 @@ class Exchange:
 
     def _finish(self) -> None:
         """
-        Stop the timer and unlink the upstream connection; nothing more happens.
+        Unlink the upstream connection; nothing more happens.
         """
         self._done = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self._connecting is not None:
             self._connecting.cancel()
             self._connecting = None

@@ -56,18 +56,17 @@ class HTTPFactory(Factory):
         self._all_closed: list[Deferred[None]] = []
         scheme = b"https" if listener.tls is not None else b"http"
         self._settings = {
-            id(route): self._settings_for(route, idle[route.pool.name], clock, scheme)
+            id(route): self._settings_for(route, idle[route.pool.name], scheme)
             for route in listener.routes
         }
 
     def _settings_for(
-        self, route: config.Route, idle: IdleUpstreams, clock: IReactorTime, scheme: bytes
+        self, route: config.Route, idle: IdleUpstreams, scheme: bytes
     ) -> ExchangeSettings:
         limits = route.limits.over(self.limits) if route.limits is not None else self.limits
         assert limits.upstream_connect_timeout is not None
         assert limits.upstream_response_timeout is not None
         return ExchangeSettings(
-            clock=clock,
             idle=idle,
             connect_timeout=limits.upstream_connect_timeout,
             response_timeout=limits.upstream_response_timeout,
