@@ -282,8 +282,8 @@ class IdleUpstreamsTests(SynchronousTestCase):
 
     def test_take_most_recent_first(self) -> None:
         """
-        L{IdleUpstreams.take} gives the connection put last, cancelling its
-        expiry, and L{None} once none is left.
+        L{IdleUpstreams.take} gives the connection put last, and L{None} once
+        none is left; the expiry timer then ends without setting another.
         """
         first, _ = self.connected()
         second, _ = self.connected()
@@ -291,9 +291,9 @@ class IdleUpstreamsTests(SynchronousTestCase):
         self.idle.put(second)
         self.assertEqual(self.idle.count(self.server), 2)
         self.assertIs(self.idle.take(self.server), second)
-        self.assertIsNone(second.expiry)
         self.assertIs(self.idle.take(self.server), first)
         self.assertIsNone(self.idle.take(self.server))
+        self.clock.advance(self.idle.idle_timeout)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_connect_uses_timeout(self) -> None:

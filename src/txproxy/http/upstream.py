@@ -55,7 +55,7 @@ class UpstreamProtocol(Protocol):
         self.sink: ResponseSink | None = None
         self.received = False
         self.requests = 0
-        self.expiry: IDelayedCall | None = None
+        self.idle_since = 0.0
         self._idle = idle
 
     def use(self, sink: ResponseSink, method: bytes) -> None:
@@ -99,6 +99,10 @@ class IdleUpstreams:
     At most C{max_idle} are kept per server, the most recently used first; each
     closes after C{idle_timeout} seconds unused, which should be shorter than
     the server's own keep-alive timeout so that txproxy closes first.
+
+    Expiry costs no timer per request: each connection notes when it went
+    idle, a connection past its time is never handed out, and one timer, set
+    for the earliest expiry, closes those that expired.
     """
 
     _log = Logger()
@@ -110,7 +114,9 @@ class IdleUpstreams:
         self._clock = clock
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
+        # Per server, oldest first: expired connections are at the front.
         self._idle: dict[str, list[UpstreamProtocol]] = {}
+        self._sweep: IDelayedCall | None = None
 
     def take(self, server: ServerState) -> UpstreamProtocol | None:
         """
@@ -120,9 +126,13 @@ class IdleUpstreams:
         if not idle:
             return None
         upstream = idle.pop()
-        if upstream.expiry is not None and upstream.expiry.active():
-            upstream.expiry.cancel()
-        upstream.expiry = None
+        if self._clock.seconds() - upstream.idle_since >= self.idle_timeout:
+            # The newest has expired, so have the others.
+            upstream.transport.loseConnection()
+            for older in idle:
+                older.transport.loseConnection()
+            idle.clear()
+            return None
         return upstream
 
     def connect(self, server: ServerState, timeout: float) -> Deferred[UpstreamProtocol]:
@@ -142,8 +152,25 @@ class IdleUpstreams:
         if len(idle) >= self.max_idle:
             upstream.transport.loseConnection()
             return
+        upstream.idle_since = self._clock.seconds()
         idle.append(upstream)
-        upstream.expiry = self._clock.callLater(self.idle_timeout, self.discard, upstream)
+        if self._sweep is None:
+            self._sweep = self._clock.callLater(self.idle_timeout, self._expire)
+
+    def _expire(self) -> None:
+        """
+        Close the connections idle for C{idle_timeout}; come back for the next.
+        """
+        self._sweep = None
+        now = self._clock.seconds()
+        earliest = None
+        for idle in self._idle.values():
+            while idle and now - idle[0].idle_since >= self.idle_timeout:
+                idle.pop(0).transport.loseConnection()
+            if idle and (earliest is None or idle[0].idle_since < earliest):
+                earliest = idle[0].idle_since
+        if earliest is not None:
+            self._sweep = self._clock.callLater(earliest + self.idle_timeout - now, self._expire)
 
     def discard(self, upstream: UpstreamProtocol) -> None:
         """
@@ -157,9 +184,6 @@ class IdleUpstreams:
         """
         Drop an idle connection that closed.
         """
-        if upstream.expiry is not None and upstream.expiry.active():
-            upstream.expiry.cancel()
-        upstream.expiry = None
         idle = self._idle.get(upstream.server.address)
         if idle and upstream in idle:
             idle.remove(upstream)
@@ -168,6 +192,9 @@ class IdleUpstreams:
         """
         Close every idle connection.
         """
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for idle in list(self._idle.values()):
             for upstream in list(idle):
                 self.discard(upstream)
