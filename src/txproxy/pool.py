@@ -124,6 +124,8 @@ class Pool:
         self.name = name
         self.balancer = balancer
         self._servers = list(servers)
+        self._primaries = [server for server in self._servers if not server.backup]
+        self._backups = [server for server in self._servers if server.backup]
 
     @property
     def servers(self) -> Sequence[ServerState]:
@@ -164,13 +166,10 @@ class Pool:
         """
         The primaries while one of them is up and not excluded, else the backups.
         """
-        primaries = [server for server in self._servers if not server.backup]
-        if any(
-            server.status is ServerStatus.UP and server.address not in exclude
-            for server in primaries
-        ):
-            return primaries
-        return [server for server in self._servers if server.backup]
+        for server in self._primaries:
+            if server.status is ServerStatus.UP and server.address not in exclude:
+                return self._primaries
+        return self._backups
 
     def _release(self, server: ServerState, failed: bool) -> None:
         server.active -= 1

@@ -256,8 +256,6 @@ class Exchange:
         The client has sent the whole request.
         """
         self._request_ended = True
-        if self._upstream is not None:
-            self._touch()
         if self.head.chunked:
             if self._upstream is not None:
                 self._upstream.transport.write(LAST_CHUNK)
