@@ -5,12 +5,14 @@ Real origins and raw clients on 127.0.0.1 for the integration tests.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Generator
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, ITransport
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -172,3 +174,68 @@ def split_response(data: bytes) -> tuple[int, dict[bytes, list[bytes]], bytes]:
         name, _, value = line.partition(b":")
         headers.setdefault(name.strip().lower(), []).append(value.strip())
     return status, headers, rest
+
+
+class Pump:
+    """
+    A push producer that writes C{total} bytes to a transport as fast as it
+    takes them, then calls C{done}.
+
+    @ivar sent: the bytes written so far.
+    """
+
+    def __init__(
+        self, transport: ITransport, total: int, done: Callable[[], None] = lambda: None
+    ) -> None:
+        self.transport = transport
+        self.total = total
+        self.done = done
+        self.sent = 0
+        self.paused = False
+        transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        chunk = b"z" * 65536
+        while not self.paused and self.sent < self.total:
+            self.transport.write(chunk)
+            self.sent += len(chunk)
+        if self.sent >= self.total and not self.paused:
+            self.transport.unregisterProducer()
+            self.done()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+
+def buffered(transport: object) -> int:
+    """
+    The bytes a Twisted TCP transport holds in memory, waiting for the socket.
+    """
+    # FileDescriptor's buffer: written data not yet handed to the kernel.
+    return (
+        len(transport.dataBuffer)  # type: ignore[attr-defined]
+        - transport.offset  # type: ignore[attr-defined]
+        + transport._tempDataLen  # type: ignore[attr-defined]
+    )
+
+
+@inlineCallbacks
+def stalled(progress: Callable[[], int]) -> Generator[Deferred[None], None, int]:
+    """
+    Wait, at most ten seconds, until C{progress()} has not grown for four
+    looks 50 ms apart; return its last value.
+    """
+    last, steady = -1, 0
+    for _ in range(200):
+        yield deferLater(reactor, 0.05)
+        now = progress()
+        steady = steady + 1 if now == last else 0
+        last = now
+        if steady >= 4:
+            return last
+    raise AssertionError("never stalled")

@@ -5,20 +5,21 @@ Integration tests for the HTTP listener: real clients, txproxy and origins on lo
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.loopback import (
+    Pump,
     RawClient,
+    buffered,
     connect_raw,
     split_response,
+    stalled,
     start_origin,
     start_raw_origin,
 )
@@ -72,7 +73,6 @@ class Switching(Protocol):
 
 
 TOTAL = 64 * 1024 * 1024
-CHUNK = b"z" * 65536
 
 
 class SlowSink(Protocol):
@@ -106,52 +106,11 @@ class Uploader(RawClient):
     """
 
     def connectionMade(self) -> None:
-        self.sent = 0
-        self.paused = False
         self.transport.write(
             b"POST /upload HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
             b"Content-Length: %d\r\n\r\n" % TOTAL
         )
-        self.transport.registerProducer(self, True)
-        self.resumeProducing()
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        while not self.paused and self.sent < TOTAL:
-            self.transport.write(CHUNK)
-            self.sent += len(CHUNK)
-        if self.sent >= TOTAL:
-            self.transport.unregisterProducer()
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def stopProducing(self) -> None:
-        self.paused = True
-
-
-def buffered(transport: object) -> int:
-    """
-    The bytes a Twisted TCP transport holds in memory, waiting for the socket.
-    """
-    # FileDescriptor's buffer: written data not yet handed to the kernel.
-    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[attr-defined]
-
-
-@inlineCallbacks
-def stalled(progress: Callable[[], int]) -> Deferred[int]:
-    """
-    Wait (bounded) until C{progress()} stops growing; return its last value.
-    """
-    last, steady = -1, 0
-    for _ in range(200):
-        yield deferLater(reactor, 0.05)
-        now = progress()
-        steady = steady + 1 if now == last else 0
-        last = now
-        if steady >= 4:
-            return last
-    raise AssertionError("never stalled")
+        self.pump = Pump(self.transport, TOTAL)
 
 
 class HTTPProxyTests(TestCase):
@@ -492,7 +451,7 @@ class HTTPProxyTests(TestCase):
         client = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(
             Factory.forProtocol(Uploader)
         )
-        sent = yield stalled(lambda: client.sent)
+        sent = yield stalled(lambda: client.pump.sent)
         self.assertLess(sent, TOTAL // 2)
         [factory] = [listener.factory for listener in self.service.listeners]
         [channel] = factory.channels

@@ -9,20 +9,20 @@ from collections.abc import Sequence
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.interfaces import IListeningPort, ITCPTransport
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
+from tests.loopback import Pump, buffered, stalled
 from txproxy import config
 from txproxy.interfaces import IBalancer, IServerView, PickContext
 from txproxy.service import ProxyService, UnsupportedListener, makeService
 from txproxy.tcp import RelayFactory
 
 TOTAL = 64 * 1024 * 1024
-CHUNK = b"x" * 65536
 
 
 class NamedOrigin(Protocol):
@@ -44,25 +44,7 @@ class Firehose(Protocol):
 
     def connectionMade(self) -> None:
         self.factory.connections.append(self)
-        self.sent = 0
-        self.paused = False
-        self.transport.registerProducer(self, True)
-        self.resumeProducing()
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        while not self.paused and self.sent < TOTAL:
-            self.transport.write(CHUNK)
-            self.sent += len(CHUNK)
-        if self.sent >= TOTAL:
-            self.transport.unregisterProducer()
-            self.transport.loseConnection()
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def stopProducing(self) -> None:
-        self.paused = True
+        self.pump = Pump(self.transport, TOTAL, self.transport.loseConnection)
 
 
 class Reader(Protocol):
@@ -93,14 +75,6 @@ class FirstLine(Reader):
         super().dataReceived(data)
         if b"\n" in b"".join(self.received):
             self.transport.loseConnection()
-
-
-def buffered(transport: ITCPTransport) -> int:
-    """
-    The bytes a Twisted TCP transport holds in memory, waiting for the socket.
-    """
-    # FileDescriptor's buffer: written data not yet handed to the kernel.
-    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
 
 @implementer(IBalancer)
@@ -247,17 +221,8 @@ class TCPListenerTests(TestCase):
         [relay_factory] = [listener.factory for listener in service.listeners]
         assert isinstance(relay_factory, RelayFactory)
         origins = firehose.factory.connections
-        # Wait (bounded) until the origin has stopped making progress.
-        last, steady = -1, 0
-        for _ in range(200):
-            yield deferLater(reactor, 0.05)
-            sent = origins[0].sent if origins else 0
-            steady = steady + 1 if sent == last else 0
-            last = sent
-            if steady >= 4:
-                break
-        self.assertGreaterEqual(steady, 4, "the origin never stalled")
-        self.assertLess(last, TOTAL // 2)
+        sent = yield stalled(lambda: origins[0].pump.sent if origins else 0)
+        self.assertLess(sent, TOTAL // 2)
         [relay] = relay_factory.relays
         held = buffered(relay.transport) + buffered(relay.peer.transport)
         self.assertLess(held, 1024 * 1024)
