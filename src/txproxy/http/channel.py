@@ -122,12 +122,13 @@ class ClientChannel(Protocol):
         if self._tunnel is not None:
             self._tunnel.dataReceived(data)
             return
+        self._events.extend(self.reader.feed(data))
+        self._process()
         if self._waiting is not Waiting.EXCHANGE:
+            # Part of a head came, not all of it: it has client_header_timeout.
             self._partial = True
             if self._waiting is Waiting.IDLE:
                 self._wait(Waiting.HEAD, self.factory.limits.client_header_timeout)
-        self._events.extend(self.reader.feed(data))
-        self._process()
 
     def _process(self) -> None:
         if self._processing:

@@ -266,7 +266,9 @@ class Exchange:
         """
         Pass what the server sent on to the client.
         """
-        self._touch()
+        if not events or type(events[-1]) is not EndOfMessage:
+            # More is to come: the server has response_timeout to send it.
+            self._touch()
         client = self._client
         for event in events:
             if self._done:
