@@ -11,7 +11,7 @@ with its name, and an HTTP listener on 127.0.0.1:8080 that balances over them:
 Copy this file to start your own configuration: `twistd -n txproxy --config my.py`.
 """
 
-from txproxy.config import HTTPListener, Pool, Proxy, Route, Server
+from txproxy.config import AccessLog, HTTPListener, Pool, Proxy, Route, Server
 from txproxy.demo import Origin
 
 demo = Pool(
@@ -30,6 +30,7 @@ proxy = Proxy(
                 Route(only_b, path="/b/"),
                 Route(demo),
             ],
+            access_log=AccessLog(),  # one line per request, in the twistd log
         ),
     ],
     services=[Origin("127.0.0.1:8081", name="a"), Origin("127.0.0.1:8082", name="b")],

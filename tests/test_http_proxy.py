@@ -515,7 +515,7 @@ class HTTPProxyTests(TestCase):
         self.assertRegex(
             line,
             r'^127\.0\.0\.1 - - \[.+\] "GET /logged HTTP/1\.1" 200 \d+ "-" "tester" '
-            rf"upstream=127\.0\.0\.1:{origin.getHost().port} time=\d+\.\d+ pool=",
+            rf"upstream=127\.0\.0\.1:{origin.getHost().port} time=\d+\.\d+ pool=web$",
         )
 
     @inlineCallbacks

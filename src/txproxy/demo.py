@@ -53,6 +53,7 @@ class Origin:
         self._log.info(
             "demo origin {name} on http://{address}/", name=self.name, address=self.address
         )
-        return strports_service(
-            f"tcp:{port}:interface={host}", Site(OriginPage(self.name)), reactor=reactor
-        )
+        site = Site(OriginPage(self.name))
+        site.noisy = False
+        site.log = lambda request: None  # txproxy's access log tells the story
+        return strports_service(f"tcp:{port}:interface={host}", site, reactor=reactor)

@@ -304,6 +304,7 @@ class ClientChannel(Protocol):
         request = self._request
         if access_log is None or request is None:
             return
+        pool = self._exchange.pool_name if self._exchange is not None else None
         now = self.factory.clock.seconds()
         access_log.log(
             AccessRecord.for_request(
@@ -314,6 +315,7 @@ class ClientChannel(Protocol):
                 bytes_sent=self._bytes_sent,
                 upstream=upstream,
                 duration=now - self._started,
+                pool=pool,
             )
         )
 

@@ -120,6 +120,7 @@ class Exchange:
     no byte reached a server or the request is idempotent and has no body.
 
     @ivar upstream_address: the server that answered, or C{-}.
+    @ivar pool_name: the name of the pool the request went to.
     """
 
     _log = Logger()
@@ -138,6 +139,7 @@ class Exchange:
         self.head = head
         self._plan = plan
         self._pool = pool
+        self.pool_name = pool.name
         self._settings = settings
         self._peer = peer
         self._hash_key = hash_key
