@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
+from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
@@ -26,12 +27,12 @@ from txproxy.http.events import (
     ResponseHead,
 )
 from txproxy.http.exchange import Exchange
+from txproxy.http.headers import header_value
 from txproxy.http.responses import local_response
 from txproxy.http.upstream import UpstreamProtocol
 from txproxy.http.writing import LAST_CHUNK, ResponseFraming, chunk
 from txproxy.tcp import RelayEnd, client_hash_key
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from txproxy.http.listener import HTTPFactory
 
@@ -43,7 +44,7 @@ class Waiting(enum.Enum):
 
     IDLE = "idle"  # between requests: client_idle_timeout, then close quietly
     HEAD = "head"  # part of a head has come: client_header_timeout, then 408
-    EXCHANGE = "exchange"  # a request is in flight: the exchange keeps time
+    EXCHANGE = "exchange"  # a request is in flight: upstream_response_timeout, then 504
 
 
 @implementer(IPushProducer)
@@ -235,12 +236,7 @@ class ClientChannel(Protocol):
 
     def _send_local(self, status: int, close: bool) -> None:
         request = self._request
-        accept = None
-        if request is not None:
-            for name, value in request.headers:
-                if name.lower() == b"accept":
-                    accept = value
-                    break
+        accept = header_value(request.headers, b"accept") if request is not None else None
         response = local_response(status, accept, close=close or None)
         self.transport.write(
             response.to_bytes(head_only=request is not None and request.method == b"HEAD")
