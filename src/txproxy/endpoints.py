@@ -6,6 +6,7 @@ Client endpoints that reach the servers of a pool.
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
@@ -19,6 +20,18 @@ from twisted.internet.interfaces import (
 from txproxy.pool import ServerState
 
 
+@lru_cache(maxsize=4096)
+def _ip_version(host: str) -> int | None:
+    """
+    4 or 6 for an IP literal, L{None} for a name; remembered, since a
+    connection per client asks it again for the same few servers.
+    """
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return None
+
+
 def server_endpoint(
     reactor: IReactorTCP, server: ServerState, timeout: float
 ) -> IStreamClientEndpoint:
@@ -29,9 +42,8 @@ def server_endpoint(
     so a server that moves to a new address is followed.
     """
     host, port = server.host, server.port
-    try:
-        version = ipaddress.ip_address(host).version
-    except ValueError:
+    version = _ip_version(host)
+    if version is None:
         return HostnameEndpoint(reactor, host, port, timeout=timeout)
     if version == 6:
         return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
