@@ -607,6 +607,21 @@ class ClientChannelTests(SynchronousTestCase):
         self.assertTrue(client.transport.disconnecting)
         listener.assert_closed_cleanly()
 
+    def test_unasked_protocol_switch_gives_502(self) -> None:
+        """
+        A C{101 Switching Protocols} to a request that did not ask to upgrade
+        is a broken server: the client gets 502 and nothing is relayed.
+        """
+        listener = MemoryListener(self)
+        client = listener.connect()
+        client.send(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        upstream = listener.accept()
+        upstream.respond(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n"
+        )
+        self.assertEqual(status_line(client.received()), b"HTTP/1.1 502 Bad Gateway")
+        self.assertTrue(upstream.aborted)
+
     def test_continue_passed_to_http11_client(self) -> None:
         """
         A server's C{100 Continue} reaches an HTTP/1.1 client that expects it,

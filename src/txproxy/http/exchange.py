@@ -291,6 +291,16 @@ class Exchange:
                 self._give_up(502, failed=True)
 
     def _response_head(self, response: ResponseHead) -> None:
+        if response.status == 101 and not (self.head.upgrade and self._request_ended):
+            # RFC 9110 15.2.2: a switch nobody asked for (or before the
+            # request's body was all sent) leaves no protocol to relay.
+            self._log.warn(
+                "server {server} of pool {pool} switched protocols unasked",
+                server=self.upstream_address,
+                pool=self._pool.name,
+            )
+            self._give_up(502, failed=True)
+            return
         headers = forward_response_headers(
             response, self._plan.response_edits, self._plan.keep_server_headers
         )
