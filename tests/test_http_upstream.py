@@ -120,8 +120,8 @@ class KeepAliveTests(SynchronousTestCase):
 
     def test_closed_idle_connection_forgotten(self) -> None:
         """
-        An idle connection the server closes is forgotten with its expiry
-        timer, and the next request opens a new connection.
+        An idle connection the server closes is forgotten, and the next
+        request opens a new connection.
         """
         listener = MemoryListener(self)
         server = listener.server()
