@@ -501,7 +501,8 @@ class HTTPProxyTests(TestCase):
     @inlineCallbacks
     def test_access_log(self) -> Deferred[None]:
         """
-        Each request is logged in the combined format with upstream and time.
+        Each request is logged in the combined format with upstream and time;
+        so is a request too broken to read, as C{"-"} with its 400.
         """
         path = self.mktemp()
         origin = start_origin(self)
@@ -510,8 +511,10 @@ class HTTPProxyTests(TestCase):
             port,
             b"GET /logged HTTP/1.1\r\nHost: a\r\nUser-Agent: tester\r\nConnection: close\r\n\r\n",
         )
+        yield self.exchange(port, b"GET / HTTP/1.1\r\nHost : a\r\n\r\n")
         with open(path) as log:
-            [line] = log.read().splitlines()
+            line, bad = log.read().splitlines()
+        self.assertRegex(bad, r'^127\.0\.0\.1 - - \[.+\] "-" 400 0 "-" "-" upstream=- ')
         self.assertRegex(
             line,
             r'^127\.0\.0\.1 - - \[.+\] "GET /logged HTTP/1\.1" 200 \d+ "-" "tester" '

@@ -191,7 +191,12 @@ class ClientChannel(Protocol):
         if self._exchange is not None:
             self._exchange.client_lost()
             self._exchange = None
-        self._request = self._request or RequestHead(b"-", b"-", b"1.1", ())
+        if self._request is None:
+            # No head could be read: the access log shows the request as "-".
+            self._request = RequestHead(b"", b"", b"1.1", ())
+            self._started = self.factory.clock.seconds()
+            self._bytes_sent = 0
+        self._log_access("-", event.status)
         self._send_local(event.status, close=True)
 
     def send_interim(self, data: bytes) -> None:
