@@ -25,12 +25,12 @@ class OriginPage(Resource):
     isLeaf = True
 
     def __init__(self, name: str) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.name = name
 
     def render(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        request.setHeader(b"x-origin", self.name.encode("utf-8"))
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
+        request.setHeader(b"x-origin", self.name.encode("utf-8"))  # type: ignore[no-untyped-call]
         method = request.method.decode("ascii", "replace")
         path = request.uri.decode("ascii", "replace")
         return f"origin {self.name}: {method} {path}\n".encode()
@@ -53,7 +53,7 @@ class Origin:
         self._log.info(
             "demo origin {name} on http://{address}/", name=self.name, address=self.address
         )
-        site = Site(OriginPage(self.name))
+        site = Site(OriginPage(self.name))  # type: ignore[no-untyped-call]
         site.noisy = False
-        site.log = lambda request: None  # txproxy's access log tells the story
+        site.log = lambda request: None  # type: ignore[method-assign]  # txproxy's access log tells the story
         return strports_service(f"tcp:{port}:interface={host}", site, reactor=reactor)

@@ -46,7 +46,7 @@ def server_endpoint(
     if version is None:
         return HostnameEndpoint(reactor, host, port, timeout=timeout)
     if version == 6:
-        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)  # type: ignore[no-untyped-call]
     return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
 
 

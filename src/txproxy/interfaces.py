@@ -9,12 +9,19 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from attrs import frozen
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IPushProducer,
+    IReactorCore,
+    IReactorTCP,
+    IReactorTime,
+    ITCPTransport,
+)
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from twisted.application.service import IService
-    from twisted.internet.interfaces import IReactorCore
 
 
 @frozen
@@ -39,10 +46,10 @@ class IServerView(Interface):
     What a balancer sees of one server: its identity, its weight and its load.
     """
 
-    address = Attribute("The server's C{host:port} string, unique within its pool.")
-    weight = Attribute("The configured weight, an integer of at least 1.")
-    active = Attribute("The number of connections or requests now in flight to it.")
-    available = Attribute("C{True} while the server may be given new work.")
+    address: str = Attribute("The server's C{host:port} string, unique within its pool.")
+    weight: int = Attribute("The configured weight, an integer of at least 1.")
+    active: int = Attribute("The number of connections or requests now in flight to it.")
+    available: bool = Attribute("C{True} while the server may be given new work.")
 
 
 class IBalancer(Interface):
@@ -82,3 +89,25 @@ class IServiceFactory(Interface):
 
         @param reactor: the reactor the service must use.
         """
+
+
+class IProxyReactor(IReactorCore, IReactorTCP, IReactorTime):
+    """
+    The reactor txproxy runs on: it connects to servers, times connections and
+    starts the services beside the listeners.
+
+    For annotations only: Twisted's reactors provide each of these interfaces,
+    not this one by name.
+    """
+
+
+class IProxyTransport(ITCPTransport, IConsumer, IPushProducer):
+    """
+    The transport of a TCP connection as txproxy uses it: it half-closes,
+    takes a producer and is itself paused and resumed as one.
+
+    For annotations only: Twisted's TCP transports provide each of these
+    interfaces, not this one by name.
+    """
+
+    disconnecting: bool = Attribute("C{True} once C{loseConnection} was called.")

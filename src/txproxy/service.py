@@ -17,6 +17,7 @@ from txproxy.balancing import balancer_for
 from txproxy.http.accesslog import AccessLog
 from txproxy.http.listener import HTTPFactory
 from txproxy.http.upstream import IdleUpstreams
+from txproxy.interfaces import IProxyReactor
 from txproxy.pool import Pool, ServerState
 from txproxy.tcp import RelayFactory
 
@@ -59,8 +60,8 @@ class ListenerService(Service):
     def privilegedStartService(self) -> None:
         # Bind while still privileged (ports below 1024), as twistd expects;
         # a bind failure propagates and stops start-up before anything serves.
-        super().privilegedStartService()
-        endpoint = serverFromString(self.reactor, self.description)
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        endpoint = serverFromString(self.reactor, self.description)  # type: ignore[no-untyped-call]
         failures: list[Failure] = []
         endpoint.listen(self.factory).addCallbacks(self._listening, failures.append)
         if failures:
@@ -86,13 +87,13 @@ class ListenerService(Service):
     def startService(self) -> None:
         if self.port is None:
             self.privilegedStartService()
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
 
     def stopService(self) -> Deferred[object]:
         """
         Stop listening, then close the connections that are still open.
         """
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         port, self.port = self.port, None
         stopped = maybeDeferred(port.stopListening) if port is not None else succeed(None)
         return stopped.addCallback(lambda _: self.factory.close_connections())
@@ -127,8 +128,8 @@ class ProxyService(MultiService):
 
     _log = Logger()
 
-    def __init__(self, proxy: config.Proxy, reactor: IReactorCore) -> None:
-        super().__init__()
+    def __init__(self, proxy: config.Proxy, reactor: IProxyReactor) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
         self.proxy = proxy
         self.pools = {pool.name: build_pool(pool) for pool in proxy.pools}
         self.idle = {
@@ -138,14 +139,14 @@ class ProxyService(MultiService):
         self.access_logs: list[AccessLog] = []
         self.listeners: list[ListenerService] = []
         for factory in proxy.services:
-            factory.make_service(reactor).setServiceParent(self)
+            factory.make_service(reactor).setServiceParent(self)  # type: ignore[no-untyped-call]
         for listener in proxy.listeners:
             service = self._listener_service(listener, reactor)
-            service.setServiceParent(self)
+            service.setServiceParent(self)  # type: ignore[no-untyped-call]
             self.listeners.append(service)
 
     def _listener_service(
-        self, listener: config.HTTPListener | config.TCPListener, reactor: IReactorCore
+        self, listener: config.HTTPListener | config.TCPListener, reactor: IProxyReactor
     ) -> ListenerService:
         if isinstance(listener, config.TCPListener) and listener.pool is not None:
             pool = self.pools[listener.pool.name]
@@ -178,7 +179,7 @@ class ProxyService(MultiService):
                 f"{pool.name} ({len(pool.servers)} servers)" for pool in self.pools.values()
             ),
         )
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
 
     def stopService(self) -> Deferred[object]:
         """
@@ -196,7 +197,7 @@ class ProxyService(MultiService):
         return stopped.addBoth(close)
 
 
-def makeService(proxy: config.Proxy, reactor: IReactorCore) -> ProxyService:
+def makeService(proxy: config.Proxy, reactor: IProxyReactor) -> ProxyService:
     """
     Build the service tree that runs C{proxy} on C{reactor}.
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import sys
 from importlib.resources import files
+from typing import cast
 
 from twisted.application.service import IService
 from twisted.python import usage
 
 from txproxy.check import check
 from txproxy.config import InvalidConfiguration, load
+from txproxy.interfaces import IProxyReactor
 
 
 def default_config_path() -> str:
@@ -58,4 +60,4 @@ def makeService(options: Options) -> IService:
 
     from txproxy import service
 
-    return service.makeService(options["proxy"], reactor)
+    return service.makeService(options["proxy"], cast(IProxyReactor, reactor))

@@ -5,12 +5,13 @@ TCP passthrough: relay bytes between a client and a server of a pool, both ways.
 
 from __future__ import annotations
 
+from typing import cast
+
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
-    IReactorTCP,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -18,7 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txproxy.endpoints import connect_upstream
-from txproxy.interfaces import PickContext
+from txproxy.interfaces import IProxyReactor, IProxyTransport, PickContext
 from txproxy.pool import Lease, Pool
 
 
@@ -39,6 +40,8 @@ class RelayEnd(Protocol):
     writing, and once both ends have read EOF both connections close.
     """
 
+    # Set by makeConnection before any other method is called.
+    transport: IProxyTransport
     peer: RelayEnd | None = None
     read_closed = False
 
@@ -135,8 +138,9 @@ class Relay(RelayEnd):
             return
         server = self._lease.server
         self._tried |= {server.address}
-        self._connecting = connect_upstream(
-            factory.reactor, server, _UpstreamFactory(), factory.connect_timeout
+        self._connecting = cast(
+            "Deferred[UpstreamRelay]",
+            connect_upstream(factory.reactor, server, _UpstreamFactory(), factory.connect_timeout),
         )
         self._connecting.addCallbacks(self._connected, self._connect_failed)
 
@@ -230,12 +234,12 @@ class Relay(RelayEnd):
             self.peer.transport.loseConnection()
 
 
-class _UpstreamFactory(Factory):
+class _UpstreamFactory(Factory[UpstreamRelay]):
     protocol = UpstreamRelay
     noisy = False
 
 
-class RelayFactory(Factory):
+class RelayFactory(Factory[Relay]):
     """
     Makes a L{Relay} for each client of a TCP listener.
 
@@ -254,7 +258,7 @@ class RelayFactory(Factory):
     def __init__(
         self,
         pool: Pool,
-        reactor: IReactorTCP,
+        reactor: IProxyReactor,
         connect_timeout: float,
         idle_timeout: float,
         retries: int,

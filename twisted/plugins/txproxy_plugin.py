@@ -4,7 +4,7 @@ The C{twistd txproxy} plugin: names the module that builds the service, imports 
 
 from twisted.application.service import ServiceMaker
 
-txproxy = ServiceMaker(
+txproxy = ServiceMaker(  # type: ignore[no-untyped-call]
     "txproxy",
     "txproxy.tap",
     "A reverse proxy and load balancer for HTTP and TCP, configured in Python.",

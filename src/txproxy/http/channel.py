@@ -31,6 +31,7 @@ from txproxy.http.headers import header_value
 from txproxy.http.responses import local_response
 from txproxy.http.upstream import UpstreamProtocol
 from txproxy.http.writing import LAST_CHUNK, ResponseFraming, chunk
+from txproxy.interfaces import IProxyTransport
 from txproxy.tcp import RelayEnd, client_hash_key
 
 if TYPE_CHECKING:
@@ -93,6 +94,8 @@ class ClientChannel(Protocol):
 
     _log = Logger()
     factory: HTTPFactory
+    # Set by makeConnection before any other method is called.
+    transport: IProxyTransport
 
     def __init__(self) -> None:
         self._events: deque[RequestEvent] = deque()
@@ -117,6 +120,7 @@ class ClientChannel(Protocol):
         self.reader = factory.new_reader()
         self.peer = self.transport.getPeer()
         self.hash_key = client_hash_key(self.peer)
+        assert factory.limits.client_header_timeout is not None
         self._wait(Waiting.HEAD, factory.limits.client_header_timeout)
 
     def dataReceived(self, data: bytes) -> None:
@@ -129,6 +133,7 @@ class ClientChannel(Protocol):
             # Part of a head came, not all of it: it has client_header_timeout.
             self._partial = True
             if self._waiting is Waiting.IDLE:
+                assert self.factory.limits.client_header_timeout is not None
                 self._wait(Waiting.HEAD, self.factory.limits.client_header_timeout)
 
     def _process(self) -> None:
@@ -270,6 +275,7 @@ class ClientChannel(Protocol):
             return
         if self._discarding:
             return
+        assert self.factory.limits.client_idle_timeout is not None
         self._wait(Waiting.IDLE, self.factory.limits.client_idle_timeout)
         self.producer.resume("pipeline")
         self._process()
@@ -282,8 +288,8 @@ class ClientChannel(Protocol):
         self._exchange = None
         self._cancel_timer()
         client_end, upstream_end = RelayEnd(), RelayEnd()
-        client_end.makeConnection(self.transport)
-        upstream_end.makeConnection(upstream.transport)
+        client_end.makeConnection(self.transport)  # type: ignore[no-untyped-call]
+        upstream_end.makeConnection(upstream.transport)  # type: ignore[no-untyped-call]
         client_end.join(upstream_end)
         self._tunnel, upstream.tunnel = client_end, upstream_end
         if data:

@@ -39,7 +39,11 @@ class ExchangeClient(TypingProtocol):
     What the client connection offers the exchange that answers it.
     """
 
-    producer: IPushProducer
+    @property
+    def producer(self) -> IPushProducer:
+        """
+        Reads from the client: paused while the server's buffer is full.
+        """
 
     def send_interim(self, data: bytes) -> None:
         """
@@ -214,7 +218,7 @@ class Exchange:
             reason=reason.getErrorMessage(),
         )
         # The client gets the status of the last failure, however the tries end.
-        self._exhausted_status = 504 if reason.check(ConnectTimeout) else 502
+        self._exhausted_status = 504 if reason.check(ConnectTimeout) else 502  # type: ignore[no-untyped-call]
         if self._tries_left > 0:
             self._attempt(fresh=False)
         else:

@@ -24,7 +24,7 @@ from txproxy.http.upstream import IdleUpstreams
 from txproxy.pool import Pool
 
 
-class HTTPFactory(Factory):
+class HTTPFactory(Factory[ClientChannel]):
     """
     Makes a L{ClientChannel} per client of one HTTP listener, and decides,
     for each request, which route and pool take it.

@@ -6,6 +6,7 @@ Upstream HTTP/1.1 connections, and the cache of idle ones kept alive for reuse.
 from __future__ import annotations
 
 from typing import Protocol as TypingProtocol
+from typing import cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
@@ -16,6 +17,7 @@ from twisted.python.failure import Failure
 from txproxy.endpoints import connect_upstream
 from txproxy.http.events import ResponseEvent
 from txproxy.http.parsing import ResponseReader
+from txproxy.interfaces import IProxyTransport
 from txproxy.pool import ServerState
 from txproxy.tcp import RelayEnd
 
@@ -47,6 +49,8 @@ class UpstreamProtocol(Protocol):
     @ivar tunnel: after a protocol switch, its end of the raw relay.
     """
 
+    # Set by makeConnection before any other method is called.
+    transport: IProxyTransport
     tunnel: RelayEnd | None = None
 
     def __init__(self, server: ServerState, idle: IdleUpstreams) -> None:
@@ -141,7 +145,9 @@ class IdleUpstreams:
         """
         factory = Factory.forProtocol(lambda: UpstreamProtocol(server, self))
         factory.noisy = False
-        return connect_upstream(self._reactor, server, factory, timeout)
+        return cast(
+            "Deferred[UpstreamProtocol]", connect_upstream(self._reactor, server, factory, timeout)
+        )
 
     def put(self, upstream: UpstreamProtocol) -> None:
         """
