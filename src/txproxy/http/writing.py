@@ -71,10 +71,10 @@ class ResponseFraming:
             request.method == b"HEAD" or response.status in (204, 304) or response.status < 200
         )
         if bodiless or response.content_length is not None:
-            return cls(chunked=False, close=not keep_alive)
+            return _FRAMINGS[False, not keep_alive]
         if request.version == b"1.1":
-            return cls(chunked=True, close=not keep_alive)
-        return cls(chunked=False, close=True)
+            return _FRAMINGS[True, not keep_alive]
+        return _FRAMINGS[False, True]
 
     def head(self, response: ResponseHead, headers: Headers, client_version: bytes) -> bytes:
         """
@@ -93,6 +93,14 @@ class ResponseFraming:
             lines.append(b"Connection: keep-alive\r\n")
         lines.append(_CRLF)
         return b"".join(lines)
+
+
+# Every response takes one of four framings: made once, not per response.
+_FRAMINGS = {
+    (chunked, close): ResponseFraming(chunked=chunked, close=close)
+    for chunked in (False, True)
+    for close in (False, True)
+}
 
 
 def interim_head(response: ResponseHead, headers: Headers) -> bytes:
