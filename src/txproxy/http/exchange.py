@@ -227,6 +227,9 @@ class Exchange:
     def _use(self, upstream: UpstreamProtocol) -> None:
         self._upstream = upstream
         upstream.use(self, self.head.method)
+        # The wait for a server is over: read the client again, unless the
+        # writes below fill the upstream buffer, which pauses it anew.
+        self._client.producer.resumeProducing()
         transport = upstream.transport
         transport.registerProducer(self._client.producer, True)
         self._client.register_response_producer(transport)
@@ -236,7 +239,6 @@ class Exchange:
             self._pending = []
         self._sent = True
         self._touch()
-        self._client.producer.resumeProducing()
 
     def request_body(self, data: bytes) -> None:
         """
