@@ -31,7 +31,7 @@ from txproxy.http.headers import header_value
 from txproxy.http.responses import local_response
 from txproxy.http.upstream import UpstreamProtocol
 from txproxy.http.writing import LAST_CHUNK, ResponseFraming, chunk
-from txproxy.interfaces import IProxyTransport
+from txproxy.interfaces import IProxyTransport, PickContext
 from txproxy.tcp import RelayEnd, client_hash_key
 
 if TYPE_CHECKING:
@@ -119,7 +119,9 @@ class ClientChannel(Protocol):
         factory.channels.add(self)
         self.reader = factory.new_reader()
         self.peer = self.transport.getPeer()
-        self.hash_key = client_hash_key(self.peer)
+        self.client_ip = str(getattr(self.peer, "host", ""))
+        # What the balancer may know of this client, made once per connection.
+        self.pick_context = PickContext(client=self.peer, hash_key=client_hash_key(self.peer))
         assert factory.limits.client_header_timeout is not None
         self._wait(Waiting.HEAD, factory.limits.client_header_timeout)
 
@@ -316,7 +318,7 @@ class ClientChannel(Protocol):
         access_log.log(
             AccessRecord.for_request(
                 request,
-                client=str(getattr(self.peer, "host", "-")),
+                client=self.client_ip or "-",
                 time=now,
                 status=status or self._status,
                 bytes_sent=self._bytes_sent,

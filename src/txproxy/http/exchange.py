@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Protocol as TypingProtocol
 
-from attrs import frozen
+from attrs import evolve, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.error import TimeoutError as ConnectTimeout
-from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -136,8 +136,8 @@ class Exchange:
         plan: RoutePlan,
         pool: Pool,
         settings: ExchangeSettings,
-        peer: IAddress,
-        hash_key: bytes | None,
+        context: PickContext,
+        client_ip: str,
     ) -> None:
         self._client = client
         self.head = head
@@ -145,11 +145,9 @@ class Exchange:
         self._pool = pool
         self.pool_name = pool.name
         self._settings = settings
-        self._peer = peer
-        self._hash_key = hash_key
+        self._context = context
         self._tries_left = settings.retries + 1
         self._body_bytes = 0
-        client_ip = str(getattr(peer, "host", ""))
         self._request_bytes = request_head(
             head.method,
             plan.forward_target(head.target),
@@ -183,9 +181,10 @@ class Exchange:
 
     def _attempt(self, fresh: bool) -> None:
         self._tries_left -= 1
-        lease = self._pool.lease(
-            PickContext(client=self._peer, hash_key=self._hash_key, exclude=self._tried)
-        )
+        context = self._context
+        if self._tried:
+            context = evolve(context, exclude=self._tried)
+        lease = self._pool.lease(context)
         if lease is None:
             self._fail(self._exhausted_status if self._tried else 503)
             return

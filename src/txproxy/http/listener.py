@@ -110,8 +110,8 @@ class HTTPFactory(Factory[ClientChannel]):
             plan,
             self.pools[plan.pool_name],
             settings,
-            channel.peer,
-            channel.hash_key,
+            channel.pick_context,
+            channel.client_ip,
         )
 
     def channel_ended(self, channel: ClientChannel) -> None:
