@@ -129,6 +129,7 @@ class MemoryListener:
         keepalive: int = 32,
         keepalive_timeout: float = 4.0,
         limits: config.Limits | None = None,
+        path: str = "/",
     ) -> None:
         self._test = test
         self.reactor = MemoryReactorClock()
@@ -144,7 +145,7 @@ class MemoryListener:
             self.reactor, self.reactor, pool.keepalive, pool.keepalive_timeout
         )
         listener = config.HTTPListener(
-            "tcp:0", routes=[config.Route(pool)], limits=limits or config.Limits()
+            "tcp:0", routes=[config.Route(pool, path=path)], limits=limits or config.Limits()
         )
         self.factory = HTTPFactory(
             listener, {"web": self.pool}, {"web": self.idle}, self.reactor, None
@@ -486,6 +487,27 @@ class ClientChannelTests(SynchronousTestCase):
         self.assertTrue(client.transport.disconnecting)
         self.assertEqual(client.received(), FORWARDED_OK)
         listener.assert_closed_cleanly()
+
+    def test_idle_after_local_response_is_quiet(self) -> None:
+        """
+        After a response txproxy made itself (a 404), an idle keep-alive
+        client is closed quietly at C{client_idle_timeout}, not answered 408 at
+        C{client_header_timeout}: no byte of another request came.
+        """
+        listener = MemoryListener(
+            self,
+            limits=config.Limits(client_header_timeout=10.0, client_idle_timeout=30.0),
+            path="/api/",
+        )
+        client = listener.connect()
+        client.send(GET)
+        answered = client.received()
+        self.assertEqual(status_line(answered), b"HTTP/1.1 404 Not Found")
+        listener.reactor.advance(29.9)
+        self.assertFalse(client.transport.disconnecting)
+        listener.reactor.advance(0.1)
+        self.assertTrue(client.transport.disconnecting)
+        self.assertEqual(client.received(), answered)
 
     def test_pipelined_request_waits_for_response(self) -> None:
         """

@@ -68,6 +68,17 @@ class RequestReaderTests(SynchronousTestCase):
     Tests for L{RequestReader} on well-formed requests.
     """
 
+    def test_in_head(self) -> None:
+        """
+        L{RequestReader.in_head} is true only while part of a head has come.
+        """
+        reader = RequestReader()
+        self.assertFalse(reader.in_head)
+        reader.feed(b"GET / HT")
+        self.assertTrue(reader.in_head)
+        reader.feed(b"TP/1.1\r\nHost: a\r\n\r\n")
+        self.assertFalse(reader.in_head)
+
     def test_simple_get(self) -> None:
         """
         A GET gives its head, with the fields parsed, and the end of the message.

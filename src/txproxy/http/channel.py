@@ -131,7 +131,7 @@ class ClientChannel(Protocol):
             return
         self._events.extend(self.reader.feed(data))
         self._process()
-        if self._waiting is not Waiting.EXCHANGE:
+        if self._waiting is not Waiting.EXCHANGE and self.reader.in_head:
             # Part of a head came, not all of it: it has client_header_timeout.
             self._partial = True
             if self._waiting is Waiting.IDLE:

@@ -436,6 +436,13 @@ class RequestReader(_Reader):
             return self._truncated("truncated request body")
         return []
 
+    @property
+    def in_head(self) -> bool:
+        """
+        Whether part of a request head has come but not all of it.
+        """
+        return self._phase is _Phase.HEAD
+
     def detach(self) -> bytes:
         """
         Take the bytes the client sent after a request that switched protocols;
