@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import cast
 
+from attrs import evolve
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
@@ -106,6 +107,7 @@ class Relay(RelayEnd):
         self._pending: list[bytes] = []
         self._lease: Lease | None = None
         self._connecting: Deferred[UpstreamRelay] | None = None
+        self._context = PickContext()
         self._tried: frozenset[str] = frozenset()
         self._last_activity = 0.0
         self._idle_call: IDelayedCall | None = None
@@ -115,6 +117,8 @@ class Relay(RelayEnd):
         assert self.transport is not None
         self.factory.relays.add(self)
         self.transport.pauseProducing()
+        peer = self.transport.getPeer()
+        self._context = PickContext(client=peer, hash_key=client_hash_key(peer))
         self._last_activity = self.factory.reactor.seconds()
         self._idle_call = self.factory.reactor.callLater(
             self.factory.idle_timeout, self._check_idle
@@ -124,15 +128,15 @@ class Relay(RelayEnd):
     def _connect(self) -> None:
         assert self.transport is not None
         factory = self.factory
-        peer = self.transport.getPeer()
-        self._lease = factory.pool.lease(
-            PickContext(client=peer, hash_key=client_hash_key(peer), exclude=self._tried)
-        )
+        context = self._context
+        if self._tried:
+            context = evolve(context, exclude=self._tried)
+        self._lease = factory.pool.lease(context)
         if self._lease is None:
             self._log.warn(
                 "no server of pool {pool} available for client {client}; closing",
                 pool=factory.pool.name,
-                client=peer,
+                client=self._context.client,
             )
             self.transport.loseConnection()
             return
@@ -168,15 +172,16 @@ class Relay(RelayEnd):
             pool=self.factory.pool.name,
             reason=reason.getErrorMessage(),
         )
-        if len(self._tried) <= self.factory.retries:
+        tries = len(self._tried)
+        if tries <= self.factory.retries:
             self._connect()
         else:
             self._log.warn(
                 "no server of pool {pool} reachable for client {client} after {tries} tries; "
                 "closing",
                 pool=self.factory.pool.name,
-                client=self.transport.getPeer(),
-                tries=len(self._tried),
+                client=self._context.client,
+                tries=tries,
             )
             self.transport.loseConnection()
 
