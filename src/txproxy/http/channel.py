@@ -30,7 +30,7 @@ from txproxy.http.exchange import Exchange
 from txproxy.http.headers import header_value
 from txproxy.http.responses import local_response
 from txproxy.http.upstream import UpstreamProtocol
-from txproxy.http.writing import LAST_CHUNK, ResponseFraming, chunk
+from txproxy.http.writing import LAST_CHUNK, ResponseFraming, chunk, interim_head
 from txproxy.interfaces import IProxyTransport, PickContext
 from txproxy.tcp import RelayEnd, client_hash_key
 
@@ -174,7 +174,7 @@ class ClientChannel(Protocol):
         self._status = 0
         self._bytes_sent = 0
         self._discarding = False
-        exchange = self.factory.exchange_for(self, head)
+        exchange = self.factory.exchange_for(self, head, self.pick_context, self.client_ip)
         if isinstance(exchange, Exchange):
             self._exchange = exchange
             exchange.start()
@@ -206,8 +206,10 @@ class ClientChannel(Protocol):
         self._log_access("-", event.status)
         self._send_local(event.status, close=True)
 
-    def send_interim(self, data: bytes) -> None:
-        self.transport.write(data)
+    def send_interim(self, response: ResponseHead, headers: Headers) -> None:
+        request = self._request
+        if request is not None and request.version == b"1.1":
+            self.transport.write(interim_head(response, headers))
 
     def start_response(self, response: ResponseHead, headers: Headers) -> None:
         request = self._request

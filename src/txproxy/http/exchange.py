@@ -26,7 +26,7 @@ from txproxy.http.events import (
 from txproxy.http.headers import forward_request_headers, forward_response_headers
 from txproxy.http.routing import RoutePlan
 from txproxy.http.upstream import IdleUpstreams, UpstreamProtocol
-from txproxy.http.writing import LAST_CHUNK, chunk, interim_head, request_head
+from txproxy.http.writing import LAST_CHUNK, chunk, request_head
 from txproxy.interfaces import PickContext
 from txproxy.pool import Lease, Pool
 
@@ -45,9 +45,9 @@ class ExchangeClient(TypingProtocol):
         Reads from the client: paused while the server's buffer is full.
         """
 
-    def send_interim(self, data: bytes) -> None:
+    def send_interim(self, response: ResponseHead, headers: Headers) -> None:
         """
-        Pass an interim (1xx) response on.
+        Pass an interim (1xx) response on, where the client's protocol has them.
         """
 
     def start_response(self, response: ResponseHead, headers: Headers) -> None:
@@ -310,8 +310,7 @@ class Exchange:
             response, self._plan.response_edits, self._plan.keep_server_headers
         )
         if 100 <= response.status < 200 and response.status != 101:
-            if self.head.version == b"1.1":
-                self._client.send_interim(interim_head(response, headers))
+            self._client.send_interim(response, headers)
             return
         self._response = response
         self._client.start_response(response, headers)

@@ -16,11 +16,12 @@ from txproxy import config
 from txproxy.http.accesslog import AccessLog
 from txproxy.http.channel import ClientChannel
 from txproxy.http.events import RequestHead
-from txproxy.http.exchange import Exchange, ExchangeSettings
+from txproxy.http.exchange import Exchange, ExchangeClient, ExchangeSettings
 from txproxy.http.parsing import RequestReader
 from txproxy.http.paths import PathEscapesRoot, normalize_target
 from txproxy.http.routing import Router
 from txproxy.http.upstream import IdleUpstreams
+from txproxy.interfaces import PickContext
 from txproxy.pool import Pool
 
 
@@ -84,10 +85,16 @@ class HTTPFactory(Factory[ClientChannel]):
             max_header_size=self.limits.max_header_size, max_headers=self.limits.max_headers
         )
 
-    def exchange_for(self, channel: ClientChannel, head: RequestHead) -> Exchange | int:
+    def exchange_for(
+        self, client: ExchangeClient, head: RequestHead, context: PickContext, client_ip: str
+    ) -> Exchange | int:
         """
         Route a request: the exchange that will forward it, or the status
         txproxy answers it with itself.
+
+        C{client} is what answers the request: an HTTP/1.1 connection, or
+        one stream of an HTTP/2 connection; C{context} and C{client_ip} are
+        those of its connection.
 
         The path is normalised first, so that the route matched is the one of
         the path the server will see, and that path is what is forwarded.
@@ -105,13 +112,13 @@ class HTTPFactory(Factory[ClientChannel]):
         if settings.max_body and (head.content_length or 0) > settings.max_body:
             return 413
         return Exchange(
-            channel,
+            client,
             head,
             plan,
             self.pools[plan.pool_name],
             settings,
-            channel.pick_context,
-            channel.client_ip,
+            context,
+            client_ip,
         )
 
     def channel_ended(self, channel: ClientChannel) -> None:
