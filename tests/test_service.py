@@ -19,8 +19,9 @@ from zope.interface import implementer
 from tests.loopback import Pump, buffered, stalled
 from txproxy import config
 from txproxy.interfaces import IBalancer, IServerView, PickContext
-from txproxy.service import ProxyService, UnsupportedListener, makeService
+from txproxy.service import ProxyService, makeService
 from txproxy.tcp import RelayFactory
+from txproxy.tls import CertificateError
 
 TOTAL = 64 * 1024 * 1024
 
@@ -254,13 +255,14 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(list(service.pools), ["db"])
         self.assertEqual(service.listeners[1].description, "tcp:1")
 
-    def test_tls_listener_not_yet(self) -> None:
+    def test_tls_listener_bad_certificate(self) -> None:
         """
-        A listener kind this version cannot run yet (TLS) is refused before
-        anything starts.
+        A TLS listener whose certificate file cannot be read is refused before
+        anything starts, with the file named.
         """
         pool = config.Pool("web", servers=[config.Server("127.0.0.1:80")])
-        tls = config.TLS(certificates=["site.pem"])
+        tls = config.TLS(certificates=["no-such-site.pem"])
         listener = config.HTTPListener("tcp:0", routes=[config.Route(pool)], tls=tls)
         proxy = config.Proxy(listeners=[listener])
-        self.assertRaises(UnsupportedListener, makeService, proxy, reactor)
+        error = self.assertRaises(CertificateError, makeService, proxy, reactor)
+        self.assertEqual(error.path, "no-such-site.pem")

@@ -1134,6 +1134,9 @@ class TLS(_Declared):
     @ivar ciphers: an OpenSSL cipher list, or L{None} for txproxy's.
     @ivar hsts: the C{max-age} of a C{Strict-Transport-Security} header added
         to responses, or L{None} for none.
+    @ivar client_certificate_headers: whether an HTTP listener tells servers
+        of a verified client certificate in C{X-Client-Cert-Subject} and
+        C{X-Client-Cert-Fingerprint}; those sent by clients are always removed.
     """
 
     certificates: tuple[Certificate | str, ...] = field(
@@ -1151,6 +1154,7 @@ class TLS(_Declared):
         default=None, validator=_checked(_optional(_matching(r"\S+", "an OpenSSL cipher list")))
     )
     hsts: int | None = field(default=None, validator=_checked(_optional(_integer(0))))
+    client_certificate_headers: bool = field(default=True, validator=_checked(_flag))
 
     @verify_client.validator
     def _needs_client_ca(self, attribute: Attribute[object], value: object) -> None:
@@ -1208,6 +1212,11 @@ class HTTPListener(_Listener):
     @ivar limits: its limits, over L{HTTP_LIMITS}.
     @ivar access_log: its L{AccessLog} (a path given alone means the
         combined format in that file), or L{None} for none.
+    @ivar http2: whether a TLS listener offers HTTP/2 by ALPN.
+    @ivar h2c: whether a plain listener also takes HTTP/2 from clients that
+        start with its connection preface ("prior knowledge").
+    @ivar http_to_https: the port every request is redirected to over
+        HTTPS, or L{None}; a plain listener that redirects needs no routes.
     """
 
     routes: tuple[Route, ...] = field(
@@ -1220,6 +1229,19 @@ class HTTPListener(_Listener):
         converter=_to_access_log,
         validator=_checked(_optional(_instance_of(AccessLog))),
     )
+    http2: bool = field(default=True, validator=_checked(_flag))
+    h2c: bool = field(default=False, validator=_checked(_flag))
+    http_to_https: int | None = field(
+        default=None, validator=_checked(_optional(_integer(1, 65535)))
+    )
+
+    @http_to_https.validator
+    def _plain_only(self, attribute: Attribute[object], value: object) -> None:
+        """
+        Report a redirect to HTTPS on a listener that is already HTTPS.
+        """
+        if value is not None and self.tls is not None:
+            _report(self, "http_to_https", "only a plain listener redirects to HTTPS")
 
     def _pools(self) -> Iterator[Pool]:
         """

@@ -9,7 +9,12 @@ import ipaddress
 from functools import lru_cache
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
@@ -39,15 +44,21 @@ def server_endpoint(
     The endpoint that reaches C{server}, giving up after C{timeout} seconds.
 
     IP literals connect directly; names are resolved by the reactor each time,
-    so a server that moves to a new address is followed.
+    so a server that moves to a new address is followed. A server with TLS
+    gets its connections wrapped in TLS, verified as its configuration says.
     """
     host, port = server.host, server.port
     version = _ip_version(host)
+    endpoint: IStreamClientEndpoint
     if version is None:
-        return HostnameEndpoint(reactor, host, port, timeout=timeout)
-    if version == 6:
-        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)  # type: ignore[no-untyped-call]
-    return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+        endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    elif version == 6:
+        endpoint = TCP6ClientEndpoint(reactor, host, port, timeout=timeout)  # type: ignore[no-untyped-call]
+    else:
+        endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    if server.tls is not None:
+        endpoint = wrapClientTLS(server.tls, endpoint)
+    return endpoint
 
 
 def connect_upstream(

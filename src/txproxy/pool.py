@@ -9,6 +9,7 @@ import enum
 from collections.abc import Iterable, Sequence
 
 from attrs import define, field
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from zope.interface import implementer
 
 from txproxy.interfaces import IBalancer, IServerView, PickContext
@@ -44,12 +45,14 @@ class ServerState:
     @ivar total: connections or requests ever given to it.
     @ivar fails: consecutive failures on real traffic since the last success.
     @ivar failures: failures on real traffic ever.
+    @ivar tls: how to speak TLS to it, or L{None} for plain TCP.
     """
 
     address: str
     weight: int = 1
     backup: bool = False
     max_connections: int | None = None
+    tls: IOpenSSLClientConnectionCreator | None = None
     status: ServerStatus = ServerStatus.UP
     active: int = 0
     total: int = 0

@@ -6,10 +6,11 @@ Wire a configuration into one service tree: pools, listeners and the services be
 from __future__ import annotations
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorCore
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from txproxy import config
@@ -20,6 +21,7 @@ from txproxy.http.upstream import IdleUpstreams
 from txproxy.interfaces import IProxyReactor
 from txproxy.pool import Pool, ServerState
 from txproxy.tcp import RelayFactory
+from txproxy.tls import ALPN_HTTP, ServerTLS, upstream_tls
 
 
 class UnsupportedListener(Exception):
@@ -49,12 +51,21 @@ class ListenerService(Service):
     _log = Logger()
 
     def __init__(
-        self, reactor: IReactorCore, description: str, factory: ListenerFactory, summary: str
+        self,
+        reactor: IReactorCore,
+        description: str,
+        factory: ListenerFactory,
+        summary: str,
+        tls: ServerTLS | None = None,
     ) -> None:
+        """
+        @param tls: the TLS the listener terminates, or L{None}.
+        """
         self.reactor = reactor
         self.description = description
         self.factory = factory
         self.summary = summary
+        self.tls = tls
         self.port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
@@ -62,8 +73,11 @@ class ListenerService(Service):
         # a bind failure propagates and stops start-up before anything serves.
         super().privilegedStartService()  # type: ignore[no-untyped-call]
         endpoint = serverFromString(self.reactor, self.description)  # type: ignore[no-untyped-call]
+        factory: IProtocolFactory = self.factory
+        if self.tls is not None:
+            factory = TLSMemoryBIOFactory(self.tls, False, factory)
         failures: list[Failure] = []
-        endpoint.listen(self.factory).addCallbacks(self._listening, failures.append)
+        endpoint.listen(factory).addCallbacks(self._listening, failures.append)
         if failures:
             failures[0].raiseException()
 
@@ -79,7 +93,9 @@ class ListenerService(Service):
         )
         if isinstance(self.factory, HTTPFactory):
             self._log.info(
-                "try: curl http://{host}:{port}/",
+                "try: curl {insecure}{scheme}://{host}:{port}/",
+                insecure="-k " if self.tls is not None else "",
+                scheme="https" if self.tls is not None else "http",
                 host=getattr(address, "host", address),
                 port=getattr(address, "port", ""),
             )
@@ -99,22 +115,29 @@ class ListenerService(Service):
         return stopped.addCallback(lambda _: self.factory.close_connections())
 
 
+def build_server(server: config.Server) -> ServerState:
+    """
+    The runtime state of a configured server, up.
+
+    @raise CertificateError: when a file of its upstream TLS cannot be used.
+    """
+    state = ServerState(
+        server.address,
+        weight=server.weight,
+        backup=server.backup,
+        max_connections=server.max_connections,
+    )
+    if server.tls is not None:
+        state.tls = upstream_tls(server.tls, state.host)
+    return state
+
+
 def build_pool(pool: config.Pool) -> Pool:
     """
     The runtime state of a configured pool, every server up.
     """
     return Pool(
-        pool.name,
-        [
-            ServerState(
-                server.address,
-                weight=server.weight,
-                backup=server.backup,
-                max_connections=server.max_connections,
-            )
-            for server in pool.servers
-        ],
-        balancer_for(pool.balancer),
+        pool.name, [build_server(server) for server in pool.servers], balancer_for(pool.balancer)
     )
 
 
@@ -140,16 +163,23 @@ class ProxyService(MultiService):
         self.listeners: list[ListenerService] = []
         for factory in proxy.services:
             factory.make_service(reactor).setServiceParent(self)  # type: ignore[no-untyped-call]
+        self.server_tls: list[ServerTLS] = []
         for listener in proxy.listeners:
             service = self._listener_service(listener, reactor)
+            if listener.tls is not None:
+                alpn: tuple[bytes, ...] = ()
+                if isinstance(listener, config.HTTPListener):
+                    alpn = ALPN_HTTP if listener.http2 else (b"http/1.1",)
+                service.tls = ServerTLS(listener.tls, alpn)
+                self.server_tls.append(service.tls)
             service.setServiceParent(self)  # type: ignore[no-untyped-call]
             self.listeners.append(service)
 
     def _listener_service(
         self, listener: config.HTTPListener | config.TCPListener, reactor: IProxyReactor
     ) -> ListenerService:
-        if isinstance(listener, config.TCPListener) and listener.pool is not None:
-            pool = self.pools[listener.pool.name]
+        if isinstance(listener, config.TCPListener):
+            pool = None if listener.pool is None else self.pools[listener.pool.name]
             limits = listener.limits.over(config.TCP_LIMITS)
             assert limits.upstream_connect_timeout is not None
             assert limits.client_idle_timeout is not None
@@ -161,15 +191,27 @@ class ProxyService(MultiService):
                 retries=listener.pool.retries,
             )
             return ListenerService(reactor, listener.endpoint, factory, f"TCP to pool {pool.name}")
-        if isinstance(listener, config.HTTPListener) and listener.tls is None:
+        if isinstance(listener, config.HTTPListener):
             access_log = None
             if listener.access_log is not None:
                 access_log = AccessLog(listener.access_log.path, listener.access_log.format)
                 self.access_logs.append(access_log)
             http = HTTPFactory(listener, self.pools, self.idle, reactor, access_log)
             pools = ", ".join(sorted({route.pool.name for route in listener.routes}))
-            return ListenerService(reactor, listener.endpoint, http, f"HTTP to pools {pools}")
+            if listener.http_to_https is not None:
+                summary = f"HTTP redirecting to HTTPS on port {listener.http_to_https}"
+            else:
+                summary = f"{'HTTPS' if listener.tls else 'HTTP'} to pools {pools}"
+            return ListenerService(reactor, listener.endpoint, http, summary)
         raise UnsupportedListener(listener)
+
+    def reload_certificates(self) -> None:
+        """
+        Read every TLS listener's certificates again, for new handshakes; a
+        listener whose new files are bad keeps its certificates.
+        """
+        for tls in self.server_tls:
+            tls.reload()
 
     def startService(self) -> None:
         self._log.info(
@@ -187,12 +229,11 @@ class ProxyService(MultiService):
         """
         stopped = maybeDeferred(super().stopService)
 
-        def close(result: object) -> object:
-            for idle in self.idle.values():
-                idle.close()
+        def close(result: object) -> Deferred[object]:
             for access_log in self.access_logs:
                 access_log.close()
-            return result
+            closed = gatherResults([idle.close() for idle in self.idle.values()])
+            return closed.addCallback(lambda _: result)
 
         return stopped.addBoth(close)
 

@@ -28,14 +28,31 @@ from txproxy.http.events import (
 )
 from txproxy.http.exchange import Exchange
 from txproxy.http.headers import header_value
-from txproxy.http.responses import local_response
+from txproxy.http.responses import LocalResponse, local_response
 from txproxy.http.upstream import UpstreamProtocol
 from txproxy.http.writing import LAST_CHUNK, ResponseFraming, chunk, interim_head
 from txproxy.interfaces import IProxyTransport, PickContext
 from txproxy.tcp import RelayEnd, client_hash_key
+from txproxy.tls import client_certificate_facts
 
 if TYPE_CHECKING:
     from txproxy.http.listener import HTTPFactory
+
+
+def client_certificate_headers(transport: object) -> Headers:
+    """
+    The fields that tell servers of the certificate a client verified with,
+    or none when it sent none.
+    """
+    get_certificate = getattr(transport, "getPeerCertificate", None)
+    certificate = get_certificate() if get_certificate is not None else None
+    if certificate is None:
+        return ()
+    subject, fingerprint = client_certificate_facts(certificate.to_cryptography())
+    return (
+        (b"X-Client-Cert-Subject", subject.encode("utf-8")),
+        (b"X-Client-Cert-Fingerprint", fingerprint.encode("ascii")),
+    )
 
 
 class Waiting(enum.Enum):
@@ -113,6 +130,7 @@ class ClientChannel(Protocol):
         self._status = 0
         self._bytes_sent = 0
         self.producer = _ClientReading(self)
+        self.connection_headers: Headers | None = None
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -174,13 +192,22 @@ class ClientChannel(Protocol):
         self._status = 0
         self._bytes_sent = 0
         self._discarding = False
-        exchange = self.factory.exchange_for(self, head, self.pick_context, self.client_ip)
+        factory = self.factory
+        if factory.client_certificates and self.connection_headers is None:
+            self.connection_headers = client_certificate_headers(self.transport)
+        exchange = factory.exchange_for(
+            self, head, self.pick_context, self.client_ip, self.connection_headers or ()
+        )
         if isinstance(exchange, Exchange):
             self._exchange = exchange
             exchange.start()
-        else:
+        elif isinstance(exchange, int):
             self._discarding = head.has_body
             self.fail(exchange)
+        else:
+            self._discarding = head.has_body
+            self._log_access("-", exchange.status)
+            self._send(exchange)
 
     def _request_read(self) -> None:
         if self._exchange is not None:
@@ -251,7 +278,10 @@ class ClientChannel(Protocol):
     def _send_local(self, status: int, close: bool) -> None:
         request = self._request
         accept = header_value(request.headers, b"accept") if request is not None else None
-        response = local_response(status, accept, close=close or None)
+        self._send(local_response(status, accept, close=close or None))
+
+    def _send(self, response: LocalResponse) -> None:
+        request = self._request
         self.transport.write(
             response.to_bytes(head_only=request is not None and request.method == b"HEAD")
         )

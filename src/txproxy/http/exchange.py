@@ -138,6 +138,7 @@ class Exchange:
         settings: ExchangeSettings,
         context: PickContext,
         client_ip: str,
+        connection_headers: Headers = (),
     ) -> None:
         self._client = client
         self.head = head
@@ -151,7 +152,8 @@ class Exchange:
         self._request_bytes = request_head(
             head.method,
             plan.forward_target(head.target),
-            forward_request_headers(head, plan.request_edits, client_ip, settings.scheme),
+            forward_request_headers(head, plan.request_edits, client_ip, settings.scheme)
+            + connection_headers,
             head.chunked,
         )
         self._pending: list[bytes] = []

@@ -137,6 +137,17 @@ class HeaderEdits:
             tuple((name.encode("ascii"), value.encode("utf-8")) for name, value in set),
         )
 
+    def over(self, listener: HeaderEdits) -> HeaderEdits:
+        """
+        These edits of a route on top of those of its listener: the removals
+        of both, and the listener's fields set unless the route removes or
+        sets fields of their names.
+        """
+        if not listener.remove and not listener.set:
+            return self
+        inherited = tuple(each for each in listener.set if each[0].lower() not in self._dropped)
+        return HeaderEdits(self.remove | listener.remove, inherited + self.set)
+
     def apply(self, headers: Headers) -> Headers:
         """
         Remove and set fields, keeping the order of the fields left.

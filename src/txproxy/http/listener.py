@@ -15,14 +15,36 @@ from twisted.internet.protocol import Factory
 from txproxy import config
 from txproxy.http.accesslog import AccessLog
 from txproxy.http.channel import ClientChannel
-from txproxy.http.events import RequestHead
+from txproxy.http.events import Headers, RequestHead
 from txproxy.http.exchange import Exchange, ExchangeClient, ExchangeSettings
+from txproxy.http.headers import HeaderEdits
 from txproxy.http.parsing import RequestReader
 from txproxy.http.paths import PathEscapesRoot, normalize_target
-from txproxy.http.routing import Router
+from txproxy.http.responses import LocalResponse, redirect
+from txproxy.http.routing import Router, host_name
 from txproxy.http.upstream import IdleUpstreams
 from txproxy.interfaces import PickContext
 from txproxy.pool import Pool
+
+CLIENT_CERTIFICATE_HEADERS = (b"x-client-cert-subject", b"x-client-cert-fingerprint")
+"""
+The fields that tell servers of a client's verified certificate: its subject
+(RFC 4514) and its SHA-256 fingerprint.
+"""
+
+
+def _listener_edits(tls: config.TLS | None) -> tuple[HeaderEdits, HeaderEdits]:
+    """
+    The header edits of a listener, under those of its routes: on TLS, no
+    client may send the client certificate fields, and HSTS is announced
+    where configured.
+    """
+    if tls is None:
+        return HeaderEdits(), HeaderEdits()
+    response = HeaderEdits()
+    if tls.hsts is not None:
+        response = HeaderEdits(set=((b"Strict-Transport-Security", b"max-age=%d" % (tls.hsts,)),))
+    return HeaderEdits(remove=frozenset(CLIENT_CERTIFICATE_HEADERS)), response
 
 
 class HTTPFactory(Factory[ClientChannel]):
@@ -48,7 +70,12 @@ class HTTPFactory(Factory[ClientChannel]):
         access_log: AccessLog | None,
     ) -> None:
         self.clock = clock
-        self.router = Router(listener.routes)
+        tls = listener.tls
+        self.router = Router(listener.routes, *_listener_edits(tls))
+        self.client_certificates = (
+            tls is not None and tls.verify_client != "none" and tls.client_certificate_headers
+        )
+        self.redirect_port = listener.http_to_https
         self.limits = listener.limits.over(config.HTTP_LIMITS)
         self.pools = pools
         self.access_log = access_log
@@ -86,15 +113,21 @@ class HTTPFactory(Factory[ClientChannel]):
         )
 
     def exchange_for(
-        self, client: ExchangeClient, head: RequestHead, context: PickContext, client_ip: str
-    ) -> Exchange | int:
+        self,
+        client: ExchangeClient,
+        head: RequestHead,
+        context: PickContext,
+        client_ip: str,
+        connection_headers: Headers = (),
+    ) -> Exchange | LocalResponse | int:
         """
-        Route a request: the exchange that will forward it, or the status
-        txproxy answers it with itself.
+        Route a request: the exchange that will forward it, or the response
+        or status txproxy answers it with itself.
 
         C{client} is what answers the request: an HTTP/1.1 connection, or
-        one stream of an HTTP/2 connection; C{context} and C{client_ip} are
-        those of its connection.
+        one stream of an HTTP/2 connection; C{context}, C{client_ip} and
+        C{connection_headers} (fields added to every request forwarded, such
+        as a client certificate's) are those of its connection.
 
         The path is normalised first, so that the route matched is the one of
         the path the server will see, and that path is what is forwarded.
@@ -105,6 +138,8 @@ class HTTPFactory(Factory[ClientChannel]):
             return 400
         if target is not head.target:
             head = evolve(head, target=target)
+        if self.redirect_port is not None:
+            return self._redirect(head)
         plan = self.router.match(head)
         if plan is None:
             return 404
@@ -119,7 +154,20 @@ class HTTPFactory(Factory[ClientChannel]):
             settings,
             context,
             client_ip,
+            connection_headers,
         )
+
+    def _redirect(self, head: RequestHead) -> LocalResponse | int:
+        """
+        Send the client to the same host and target over HTTPS.
+        """
+        if head.host is None or not head.target.startswith(b"/"):
+            return 400
+        host = host_name(head.host)
+        port = self.redirect_port
+        if port is not None and port != 443:
+            host += b":%d" % (port,)
+        return redirect(b"https://" + host + head.target, head.method, close=head.has_body)
 
     def channel_ended(self, channel: ClientChannel) -> None:
         """

@@ -12,7 +12,7 @@ from attrs import field, frozen
 
 from txproxy.http.events import Headers
 
-__all__ = ["CLOSING_STATUSES", "LocalResponse", "local_response"]
+__all__ = ["CLOSING_STATUSES", "LocalResponse", "local_response", "redirect"]
 
 # RFC 9110 section 15: the reason phrases, 413 by its new name (15.5.14).
 _REASONS = {
@@ -198,3 +198,19 @@ def local_response(
     if close is None:
         close = status in CLOSING_STATUSES
     return _made(status, html, retry_after, close)
+
+
+def redirect(location: bytes, method: bytes, close: bool = False) -> LocalResponse:
+    """
+    Send the client to C{location}, as a plain listener's C{http_to_https} does.
+
+    C{GET} and C{HEAD} get 301, as nginx's C{return 301} gives; other methods
+    get 308, which keeps the method and body (RFC 9110 15.4.9). C{close}
+    closes the connection after it, as when a request body goes unread.
+    """
+    status = 301 if method in (b"GET", b"HEAD") else 308
+    reason = HTTPStatus(status).phrase.encode("ascii")
+    body = b"%d %s: %s\n" % (status, reason, location)
+    return LocalResponse(
+        status, reason, ((b"Location", location), (b"Content-Type", _PLAIN)), body, close
+    )

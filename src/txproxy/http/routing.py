@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from txproxy.config import Route
 from txproxy.http.events import Headers, RequestHead
@@ -202,6 +202,9 @@ def _has_field(headers: Headers, name: bytes, wanted: bytes | re.Pattern[str]) -
     return False
 
 
+_NO_EDITS = HeaderEdits()
+
+
 class Router:
     """
     Routes requests: the first of a listener's routes that matches wins.
@@ -211,13 +214,30 @@ class Router:
 
     __slots__ = ("plans", "_by_host")
 
-    def __init__(self, routes: Sequence[Route]) -> None:
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        request_edits: HeaderEdits = _NO_EDITS,
+        response_edits: HeaderEdits = _NO_EDITS,
+    ) -> None:
         """
         Compile a listener's routes.
 
         @param routes: the routes, in order.
+        @param request_edits: the listener's edits of every forwarded
+            request, under each route's own.
+        @param response_edits: the listener's edits of every forwarded
+            response, under each route's own.
         """
-        self.plans = tuple(RoutePlan.from_route(route) for route in routes)
+        plans = (RoutePlan.from_route(route) for route in routes)
+        self.plans = tuple(
+            evolve(
+                plan,
+                request_edits=plan.request_edits.over(request_edits),
+                response_edits=plan.response_edits.over(response_edits),
+            )
+            for plan in plans
+        )
         self._by_host = any(
             plan._host is not None or plan._host_suffix is not None for plan in self.plans
         )

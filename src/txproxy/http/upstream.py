@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import Protocol as TypingProtocol
 from typing import cast
 
-from twisted.internet.defer import Deferred
+from OpenSSL import SSL
+from service_identity import VerificationError
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -49,6 +51,7 @@ class UpstreamProtocol(Protocol):
     @ivar tunnel: after a protocol switch, its end of the raw relay.
     """
 
+    _log = Logger()
     # Set by makeConnection before any other method is called.
     transport: IProxyTransport
     tunnel: RelayEnd | None = None
@@ -86,6 +89,12 @@ class UpstreamProtocol(Protocol):
         if self.tunnel is not None and self.tunnel.peer is not None:
             self.tunnel.peer.transport.loseConnection()
             return
+        if reason.check(SSL.Error, VerificationError):  # type: ignore[no-untyped-call]
+            self._log.warn(
+                "TLS with server {server} failed: {reason}",
+                server=self.server.address,
+                reason=reason.getErrorMessage(),
+            )
         sink, self.sink = self.sink, None
         if sink is None:
             self._idle.forget(self)
@@ -121,6 +130,9 @@ class IdleUpstreams:
         # Per server, oldest first: expired connections are at the front.
         self._idle: dict[str, list[UpstreamProtocol]] = {}
         self._sweep: IDelayedCall | None = None
+        # Connections close is waiting for, and who waits.
+        self._closing: set[UpstreamProtocol] = set()
+        self._closed: list[Deferred[None]] = []
 
     def take(self, server: ServerState) -> UpstreamProtocol | None:
         """
@@ -193,17 +205,33 @@ class IdleUpstreams:
         idle = self._idle.get(upstream.server.address)
         if idle and upstream in idle:
             idle.remove(upstream)
+        if upstream in self._closing:
+            self._closing.discard(upstream)
+            if not self._closing:
+                waiting, self._closed = self._closed, []
+                for closed in waiting:
+                    closed.callback(None)
 
-    def close(self) -> None:
+    def close(self) -> Deferred[None]:
         """
-        Close every idle connection.
+        Close every idle connection at once: none has anything to send.
+
+        @return: a L{Deferred} that fires once they are all gone.
         """
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
         for idle in list(self._idle.values()):
-            for upstream in list(idle):
-                self.discard(upstream)
+            for upstream in idle:
+                self._closing.add(upstream)
+            idle.clear()
+        if not self._closing:
+            return succeed(None)
+        closed: Deferred[None] = Deferred()
+        self._closed.append(closed)
+        for upstream in list(self._closing):
+            upstream.transport.abortConnection()
+        return closed
 
     def count(self, server: ServerState) -> int:
         """
