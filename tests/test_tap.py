@@ -5,7 +5,10 @@ Tests for L{txproxy.tap}: the C{twistd txproxy} options and plugin.
 from __future__ import annotations
 
 import io
+import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from twisted.application.service import IServiceMaker
@@ -15,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from txproxy import config
 from txproxy.service import ProxyService
-from txproxy.tap import Options, default_config_path, makeService
+from txproxy.tap import HangupReloads, Options, default_config_path, makeService
 
 VALID = """\
 from txproxy.config import Pool, Proxy, Server, TCPListener
@@ -110,6 +113,62 @@ class OptionsTests(SynchronousTestCase):
         options = Options()
         options.parseOptions(["--config", self.write(VALID)])
         self.assertIsInstance(makeService(options), ProxyService)
+
+    def test_unusable_certificate_refused(self) -> None:
+        """
+        A configuration whose certificate file cannot be used is refused at
+        start, and by C{--check}, with the file and the reason.
+        """
+        missing = self.mktemp()
+        path = self.write(
+            "from txproxy.config import HTTPListener, Pool, Proxy, Route, Server, TLS\n"
+            'pool = Pool("web", servers=[Server("127.0.0.1:80")])\n'
+            f"tls = TLS(certificates=[{missing!r}])\n"
+            'proxy = Proxy(listeners=[HTTPListener("tcp:0", routes=[Route(pool)], tls=tls)])\n'
+        )
+        error = self.assertRaises(UsageError, Options().parseOptions, ["--config", path])
+        self.assertIn(f"{missing}: No such file or directory", str(error))
+        out = self.capture_stdout()
+        exit = self.assertRaises(SystemExit, Options().parseOptions, ["--config", path, "--check"])
+        self.assertEqual(exit.code, 1)
+        self.assertIn(f"{missing}: No such file or directory", out.getvalue())
+
+
+class _ThreadCalls:
+    """
+    Records what is handed to the reactor's thread, as a signal handler must.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Callable[..., object], tuple[object, ...], dict[str, object]]] = []
+
+    def callFromThread(self, f: Callable[..., object], *args: object, **kwargs: object) -> None:
+        self.calls.append((f, args, kwargs))
+
+
+class HangupReloadsTests(SynchronousTestCase):
+    """
+    L{HangupReloads} turns C{SIGHUP} into a call on the reactor's thread.
+    """
+
+    def test_hangup(self) -> None:
+        """
+        While running, C{SIGHUP} calls the reload through C{callFromThread};
+        once stopped, the previous handler is back.
+        """
+        reactor = _ThreadCalls()
+        called: list[str] = []
+        previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.addCleanup(signal.signal, signal.SIGHUP, previous)
+        reloads = HangupReloads(reactor, lambda: called.append("reload"))
+        reloads.startService()
+        os.kill(os.getpid(), signal.SIGHUP)
+        self.assertEqual(called, [])
+        [(function, args, kwargs)] = reactor.calls
+        function(*args, **kwargs)
+        self.assertEqual(called, ["reload"])
+        reloads.stopService()
+        self.assertIs(signal.getsignal(signal.SIGHUP), signal.SIG_IGN)
 
 
 class PluginTests(SynchronousTestCase):

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from txproxy.config import InvalidConfiguration, load
+from txproxy.tls import certificate_errors
 
 
 def check(path: str, out: TextIO) -> int:
@@ -24,6 +25,12 @@ def check(path: str, out: TextIO) -> int:
         for error in invalid.errors:
             out.write(f"{error}\n")
         out.write(f"{path}: configuration has {len(invalid.errors)} error(s)\n")
+        return 1
+    unusable = certificate_errors(proxy)
+    if unusable:
+        for problem in unusable:
+            out.write(f"{problem}\n")
+        out.write(f"{path}: configuration has {len(unusable)} unusable TLS file(s)\n")
         return 1
     out.write(
         f"{path}: configuration ok: {len(proxy.listeners)} listener(s), "

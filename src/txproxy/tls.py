@@ -41,6 +41,7 @@ __all__ = [
     "KeyPair",
     "NameTable",
     "ServerTLS",
+    "certificate_errors",
     "client_certificate_facts",
     "load_key_pair",
     "upstream_tls",
@@ -451,3 +452,26 @@ def upstream_tls(settings: config.UpstreamTLS, host: str) -> IOpenSSLClientConne
         clientCertificate=client,
         extraCertificateOptions={"raiseMinimumTo": TLSVersion.TLSv1_2},
     )
+
+
+def certificate_errors(proxy: config.Proxy) -> list[CertificateError]:
+    """
+    Read every certificate, key and authority file a configuration names,
+    as starting it would; return what cannot be used, so that C{--check}
+    reports it and a start refuses it before anything listens.
+    """
+    errors = []
+    for listener in proxy.listeners:
+        if listener.tls is not None:
+            try:
+                ServerTLS(listener.tls)
+            except CertificateError as e:
+                errors.append(e)
+    for pool in proxy.pools:
+        for server in pool.servers:
+            if server.tls is not None:
+                try:
+                    upstream_tls(server.tls, server.address.rpartition(":")[0].strip("[]"))
+                except CertificateError as e:
+                    errors.append(e)
+    return errors
