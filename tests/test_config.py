@@ -750,6 +750,37 @@ class EndpointTests(_ConfigTestCase):
         )
 
 
+class HTTPListenerTests(_ConfigTestCase):
+    """
+    Tests for L{HTTPListener}'s own fields.
+    """
+
+    def test_http_to_https(self) -> None:
+        """
+        A plain listener may redirect to an HTTPS port and needs no routes
+        then; a TLS listener may not, and the port must be a port.
+        """
+        self.assertEqual(HTTPListener("tcp:80", http_to_https=443).http_to_https, 443)
+        self.assertEqual(
+            self.rejected(
+                HTTPListener, "tcp:443", tls=TLS(certificates=["site.pem"]), http_to_https=443
+            ),
+            ("http_to_https", "only a plain listener redirects to HTTPS"),
+        )
+        self.assertEqual(
+            self.rejected(HTTPListener, "tcp:80", http_to_https=0),
+            ("http_to_https", "must be 1-65535, not 0"),
+        )
+
+    def test_http2_flags(self) -> None:
+        """
+        HTTP/2 is offered by ALPN unless turned off; h2c is off unless turned on.
+        """
+        listener = HTTPListener("tcp:80")
+        self.assertEqual((listener.http2, listener.h2c), (True, False))
+        self.assertEqual(self.rejected(HTTPListener, "tcp:80", h2c="yes")[0], "h2c")
+
+
 class TCPListenerTests(_ConfigTestCase):
     """
     Tests for L{TCPListener}.
@@ -764,6 +795,23 @@ class TCPListenerTests(_ConfigTestCase):
             ("pool", "a TCP listener needs a pool or sni_routes"),
         )
         self.assertIsNone(TCPListener("tcp:443", sni_routes={"a.example.com": _pool()}).pool)
+
+    def test_sni_routes_not_with_tls(self) -> None:
+        """
+        SNI routes pass TLS through, so a listener terminating TLS has none.
+        """
+        self.assertEqual(
+            self.rejected(
+                TCPListener,
+                "tcp:443",
+                tls=TLS(certificates=["site.pem"]),
+                sni_routes={"a.example.com": _pool()},
+            ),
+            (
+                "sni_routes",
+                "SNI routes pass TLS through untouched; a listener with tls= terminates it",
+            ),
+        )
 
     def test_sni_routes_stored_as_pairs(self) -> None:
         """

@@ -1295,6 +1295,12 @@ class TCPListener(_Listener):
         """
         if self.pool is None and value == ():
             _report(self, "pool", "a TCP listener needs a pool or sni_routes")
+        if value != () and self.tls is not None:
+            _report(
+                self,
+                "sni_routes",
+                "SNI routes pass TLS through untouched; a listener with tls= terminates it",
+            )
 
     def _pools(self) -> Iterator[Pool]:
         """
