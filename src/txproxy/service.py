@@ -15,12 +15,13 @@ from twisted.python.failure import Failure
 
 from txproxy import config
 from txproxy.balancing import balancer_for
+from txproxy.clienthello import SNIRoutes
 from txproxy.http.accesslog import AccessLog
 from txproxy.http.listener import HTTPFactory
 from txproxy.http.upstream import IdleUpstreams
 from txproxy.interfaces import IProxyReactor
 from txproxy.pool import Pool, ServerState
-from txproxy.tcp import RelayFactory
+from txproxy.tcp import RelayFactory, RelayTarget
 from txproxy.tls import ALPN_HTTP, ServerTLS, upstream_tls
 
 
@@ -183,14 +184,28 @@ class ProxyService(MultiService):
             limits = listener.limits.over(config.TCP_LIMITS)
             assert limits.upstream_connect_timeout is not None
             assert limits.client_idle_timeout is not None
+            # The ClientHello is to a TLS relay what the request head is to HTTP.
+            assert limits.client_header_timeout is not None
+            sni_routes = SNIRoutes(
+                (pattern, RelayTarget(self.pools[routed.name], routed.retries))
+                for pattern, routed in listener.sni_routes
+            )
             factory = RelayFactory(
                 pool,
                 reactor,
                 connect_timeout=limits.upstream_connect_timeout,
                 idle_timeout=limits.client_idle_timeout,
-                retries=listener.pool.retries,
+                retries=0 if listener.pool is None else listener.pool.retries,
+                sni_routes=sni_routes,
+                hello_timeout=limits.client_header_timeout,
             )
-            return ListenerService(reactor, listener.endpoint, factory, f"TCP to pool {pool.name}")
+            summary = "TCP" if pool is None else f"TCP to pool {pool.name}"
+            if listener.sni_routes:
+                routes = ", ".join(
+                    f"{pattern} to {routed.name}" for pattern, routed in listener.sni_routes
+                )
+                summary = f"{summary}, TLS by server name: {routes}"
+            return ListenerService(reactor, listener.endpoint, factory, summary)
         if isinstance(listener, config.HTTPListener):
             access_log = None
             if listener.access_log is not None:

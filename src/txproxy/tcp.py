@@ -1,13 +1,16 @@
 # -*- test-case-name: tests.test_tcp -*-
 """
 TCP passthrough: relay bytes between a client and a server of a pool, both ways.
+
+A listener with SNI routes first reads the client's TLS ClientHello to pick
+the pool (L{SNIRelay}); the bytes relayed are the same either way.
 """
 
 from __future__ import annotations
 
 from typing import cast
 
-from attrs import evolve
+from attrs import evolve, frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
@@ -19,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from txproxy.clienthello import ClientHello, ClientHelloReader, NeedMore, SNIRoutes
 from txproxy.endpoints import connect_upstream
 from txproxy.interfaces import IProxyReactor, IProxyTransport, PickContext
 from txproxy.pool import Lease, Pool
@@ -30,6 +34,19 @@ def client_hash_key(address: IAddress) -> bytes | None:
     """
     host = getattr(address, "host", None)
     return host.encode("ascii") if isinstance(host, str) else None
+
+
+@frozen
+class RelayTarget:
+    """
+    A pool a relay may send its client to, and how hard to try.
+
+    @ivar pool: the pool.
+    @ivar retries: how many other servers of it to try after a failed connect.
+    """
+
+    pool: Pool
+    retries: int
 
 
 @implementer(IHalfCloseableProtocol)
@@ -94,7 +111,7 @@ class UpstreamRelay(RelayEnd):
 class Relay(RelayEnd):
     """
     The client side of a relay: holds the client still until a server of the
-    pool accepts, trying the next server when one cannot be reached.
+    listener's pool accepts, trying the next server when one cannot be reached.
 
     @ivar factory: the L{RelayFactory} that made this protocol.
     """
@@ -105,6 +122,7 @@ class Relay(RelayEnd):
 
     def __init__(self) -> None:
         self._pending: list[bytes] = []
+        self._target: RelayTarget | None = None
         self._lease: Lease | None = None
         self._connecting: Deferred[UpstreamRelay] | None = None
         self._context = PickContext()
@@ -116,26 +134,46 @@ class Relay(RelayEnd):
     def connectionMade(self) -> None:
         assert self.transport is not None
         self.factory.relays.add(self)
-        self.transport.pauseProducing()
         peer = self.transport.getPeer()
         self._context = PickContext(client=peer, hash_key=client_hash_key(peer))
         self._last_activity = self.factory.reactor.seconds()
         self._idle_call = self.factory.reactor.callLater(
             self.factory.idle_timeout, self._check_idle
         )
+        self._start()
+
+    def _start(self) -> None:
+        """
+        Send the client to the listener's pool.
+        """
+        self._relay_to(self.factory.default)
+
+    def _relay_to(self, target: RelayTarget | None) -> None:
+        """
+        Hold the client still and connect to a server of C{target}.
+
+        @param target: the pool, or L{None} for none: the client is closed.
+        """
+        assert self.transport is not None
+        self.transport.pauseProducing()
+        if target is None:
+            self.transport.loseConnection()
+            return
+        self._target = target
         self._connect()
 
     def _connect(self) -> None:
-        assert self.transport is not None
+        assert self.transport is not None and self._target is not None
         factory = self.factory
+        pool = self._target.pool
         context = self._context
         if self._tried:
             context = evolve(context, exclude=self._tried)
-        self._lease = factory.pool.lease(context)
+        self._lease = pool.lease(context)
         if self._lease is None:
             self._log.warn(
                 "no server of pool {pool} available for client {client}; closing",
-                pool=factory.pool.name,
+                pool=pool.name,
                 client=self._context.client,
             )
             self.transport.loseConnection()
@@ -161,6 +199,7 @@ class Relay(RelayEnd):
     def _connect_failed(self, reason: Failure) -> None:
         self._connecting = None
         assert self._lease is not None and self.transport is not None
+        assert self._target is not None
         if self._gone:
             self._lease.release()
             return
@@ -169,17 +208,17 @@ class Relay(RelayEnd):
         self._log.warn(
             "connect to server {server} of pool {pool} failed: {reason}",
             server=server.address,
-            pool=self.factory.pool.name,
+            pool=self._target.pool.name,
             reason=reason.getErrorMessage(),
         )
         tries = len(self._tried)
-        if tries <= self.factory.retries:
+        if tries <= self._target.retries:
             self._connect()
         else:
             self._log.warn(
                 "no server of pool {pool} reachable for client {client} after {tries} tries; "
                 "closing",
-                pool=self.factory.pool.name,
+                pool=self._target.pool.name,
                 client=self._context.client,
                 tries=tries,
             )
@@ -239,6 +278,105 @@ class Relay(RelayEnd):
             self.peer.transport.loseConnection()
 
 
+class SNIRelay(Relay):
+    """
+    The client side of a relay whose pool the client's TLS server name picks.
+
+    It reads the client until its ClientHello is whole, or shown not to be
+    one, keeping every byte; then picks the pool of the SNI route that the
+    name matches, else the listener's pool, and goes on as L{Relay}: the
+    server gets every byte, the ClientHello first, and TLS stays end to end.
+    A client closed for want of a pool is logged at info level with its
+    C{client} address and the C{name} it asked for.
+
+    Reading is bounded in bytes by L{ClientHelloReader}, and in time by the
+    factory's C{hello_timeout}: a client that has not sent a whole ClientHello
+    by then (one that sends nothing, or trickles) is closed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._reader: ClientHelloReader | None = ClientHelloReader()
+        self._hello_call: IDelayedCall | None = None
+
+    def _start(self) -> None:
+        """
+        Read the ClientHello before choosing a pool, for C{hello_timeout} seconds at most.
+        """
+        assert self.factory.hello_timeout is not None
+        self._hello_call = self.factory.reactor.callLater(
+            self.factory.hello_timeout, self._hello_timed_out
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        reader = self._reader
+        if reader is None:
+            super().dataReceived(data)
+            return
+        self.touch()
+        self._pending.append(data)
+        result = reader.feed(data)
+        if isinstance(result, NeedMore):
+            return
+        if isinstance(result, ClientHello):
+            name = result.server_name
+            self._route(name, "no SNI" if name is None else "no SNI route matched")
+        else:
+            self._route(None, result.reason)
+
+    def readConnectionLost(self) -> None:
+        super().readConnectionLost()
+        if self._reader is not None:
+            # The client is done sending: what it sent is all it will be.
+            self._route(None, "closed before a whole ClientHello")
+
+    def _route(self, name: str | None, reason: str) -> None:
+        """
+        Stop reading the ClientHello and send the client to the pool of its server name.
+
+        @param name: the server name the client asked for, or L{None} for none.
+        @param reason: why the listener's pool may be used, for logs.
+        """
+        self._stop_reading_hello()
+        factory = self.factory
+        assert factory.sni_routes is not None
+        target = None if name is None else factory.sni_routes.pool_for(name)
+        if target is None:
+            target = factory.default
+            if target is None:
+                self._log.info(
+                    "no pool for client {client} asking for server name {name} ({reason}); closing",
+                    client=self._context.client,
+                    name=name,
+                    reason=reason,
+                )
+        self._relay_to(target)
+
+    def _hello_timed_out(self) -> None:
+        self._hello_call = None
+        self._stop_reading_hello()
+        self._log.debug(
+            "client {client} sent no whole ClientHello in {timeout}s; closing",
+            client=self._context.client,
+            timeout=self.factory.hello_timeout,
+        )
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def _stop_reading_hello(self) -> None:
+        """
+        Forget the reader and its timer: what the client sends next is relayed.
+        """
+        self._reader = None
+        if self._hello_call is not None and self._hello_call.active():
+            self._hello_call.cancel()
+        self._hello_call = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._stop_reading_hello()
+        super().connectionLost(reason)
+
+
 class _UpstreamFactory(Factory[UpstreamRelay]):
     protocol = UpstreamRelay
     noisy = False
@@ -246,33 +384,58 @@ class _UpstreamFactory(Factory[UpstreamRelay]):
 
 class RelayFactory(Factory[Relay]):
     """
-    Makes a L{Relay} for each client of a TCP listener.
+    Makes a L{Relay} for each client of a TCP listener, or an L{SNIRelay}
+    when the listener has SNI routes.
 
-    @ivar pool: the pool whose servers take the connections.
+    Without SNI routes a relay connects at once and its reads cost nothing
+    more than a write; only SNI routes make relays read before connecting.
+
+    @ivar default: the listener's pool, which takes the clients that no SNI
+        route takes, or L{None} to close them.
+    @ivar sni_routes: the pools of TLS server names, or L{None} for none.
+    @ivar hello_timeout: with SNI routes, seconds a client may take to send
+        its whole ClientHello.
     @ivar reactor: the reactor to connect and time with.
     @ivar connect_timeout: seconds to wait for one server to accept.
     @ivar idle_timeout: seconds without traffic either way before both
         connections are closed.
-    @ivar retries: how many other servers to try after a failed connect.
     @ivar relays: the relays whose client is connected.
     """
 
-    protocol = Relay
+    protocol: type[Relay] = Relay
     noisy = False
 
     def __init__(
         self,
-        pool: Pool,
+        pool: Pool | None,
         reactor: IProxyReactor,
         connect_timeout: float,
         idle_timeout: float,
         retries: int,
+        *,
+        sni_routes: SNIRoutes[RelayTarget] | None = None,
+        hello_timeout: float | None = None,
     ) -> None:
-        self.pool = pool
+        """
+        @param pool: the listener's pool, or L{None} when SNI routes take every
+            client they can and the rest are closed.
+        @param retries: how many other servers of C{pool} to try after a
+            failed connect (each SNI route's target says its own).
+        @raise ValueError: for neither a pool nor SNI routes, or SNI routes
+            without a C{hello_timeout}.
+        """
+        if pool is None and not sni_routes:
+            raise ValueError("a relay needs a pool or SNI routes")
+        if sni_routes and hello_timeout is None:
+            raise ValueError("SNI routes need a hello_timeout")
+        self.default = None if pool is None else RelayTarget(pool, retries)
+        self.sni_routes = sni_routes if sni_routes else None
+        self.hello_timeout = hello_timeout
+        if self.sni_routes is not None:
+            self.protocol = SNIRelay
         self.reactor = reactor
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
-        self.retries = retries
         self.relays: set[Relay] = set()
         self._all_closed: list[Deferred[None]] = []
 
