@@ -869,7 +869,8 @@ class Limits(_Declared):
     @ivar max_body: the most bytes of a request body; C{0} for no limit.
     @ivar max_header_size: the most bytes of a request head; C{0} for no limit.
     @ivar max_headers: the most header fields in a request head.
-    @ivar client_header_timeout: seconds a client may take to send a request head.
+    @ivar client_header_timeout: seconds a client may take to send a request head
+        (on a TCP listener with SNI routes: its whole TLS ClientHello).
     @ivar client_idle_timeout: seconds a client connection may stay idle.
     @ivar upstream_connect_timeout: seconds connecting to a server may take.
     @ivar upstream_response_timeout: seconds a server may take to start its response.
@@ -1275,7 +1276,9 @@ class TCPListener(_Listener):
     @ivar tls: the TLS it terminates, or L{None} to relay TLS untouched.
     @ivar sni_routes: C{(host pattern, pool)} pairs, given as a mapping, that
         send a connection by the name in its TLS ClientHello, exactly or as
-        C{*.example.com}.
+        C{*.example.com} (any name below it, as nginx's C{server_name}); an
+        exact name wins, then the longest wildcard. A connection no route
+        takes goes to C{pool}, or is closed when C{pool} is L{None}.
     @ivar limits: its limits, over L{TCP_LIMITS}.
     """
 
