@@ -129,6 +129,13 @@ class FormatCombinedTests(SynchronousTestCase):
             " upstream=- time=0.003 pool=-",
         )
 
+    def test_http2(self) -> None:
+        """
+        An HTTP/2 request's line says C{HTTP/2.0}, as nginx's does.
+        """
+        line = format_combined(evolve(RECORD, version=b"2"))
+        self.assertIn('"GET / HTTP/2.0"', line)
+
     def test_no_request_line(self) -> None:
         """
         A request whose line could not be read is logged as C{"-"}.

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 from zope.interface import implementer
 
+from tests.h2client import H2Client
 from tests.loopback import EchoPage, RawClient
 
 
@@ -146,3 +147,14 @@ def start_tls_origin(test_case: object, leaf: trustme.LeafCert) -> IListeningPor
     port = reactor.listenSSL(0, site, certificate.options(), interface="127.0.0.1")
     test_case.addCleanup(port.stopListening)  # type: ignore[attr-defined]
     return port
+
+
+def connect_h2_tls(port: int, hello: ClientHello) -> Deferred[H2Client]:
+    """
+    Connect an L{H2Client} over TLS to C{port} on 127.0.0.1, offering what
+    C{hello} says by ALPN.
+    """
+    endpoint = wrapClientTLS(_Creator(hello), TCP4ClientEndpoint(reactor, "127.0.0.1", port))
+    factory = Factory.forProtocol(H2Client)
+    factory.noisy = False
+    return endpoint.connect(factory)

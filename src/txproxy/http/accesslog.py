@@ -157,7 +157,9 @@ def format_combined(record: AccessRecord) -> str:
     @return: the line, without its line end.
     """
     if record.method:
-        request = _escaped(b"%s %s HTTP/%s" % (record.method, record.target, record.version))
+        # HTTP/2 is logged as nginx logs it, "HTTP/2.0".
+        version = b"2.0" if record.version == b"2" else record.version
+        request = _escaped(b"%s %s HTTP/%s" % (record.method, record.target, version))
     else:
         request = "-"
     referer = _escaped(record.referer) if record.referer else "-"

@@ -10,7 +10,7 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -27,32 +27,16 @@ from txproxy.http.events import (
     ResponseHead,
 )
 from txproxy.http.exchange import Exchange
+from txproxy.http.h2 import H2Channel, is_h2_preface
 from txproxy.http.headers import header_value
 from txproxy.http.responses import LocalResponse, local_response
 from txproxy.http.upstream import UpstreamProtocol
 from txproxy.http.writing import LAST_CHUNK, ResponseFraming, chunk, interim_head
 from txproxy.interfaces import IProxyTransport, PickContext
 from txproxy.tcp import RelayEnd, client_hash_key
-from txproxy.tls import client_certificate_facts
 
 if TYPE_CHECKING:
     from txproxy.http.listener import HTTPFactory
-
-
-def client_certificate_headers(transport: object) -> Headers:
-    """
-    The fields that tell servers of the certificate a client verified with,
-    or none when it sent none.
-    """
-    get_certificate = getattr(transport, "getPeerCertificate", None)
-    certificate = get_certificate() if get_certificate is not None else None
-    if certificate is None:
-        return ()
-    subject, fingerprint = client_certificate_facts(certificate.to_cryptography())
-    return (
-        (b"X-Client-Cert-Subject", subject.encode("utf-8")),
-        (b"X-Client-Cert-Fingerprint", fingerprint.encode("ascii")),
-    )
 
 
 class Waiting(enum.Enum):
@@ -102,11 +86,16 @@ class _ClientReading:
         """
 
 
+@implementer(IHandshakeListener)
 class ClientChannel(Protocol):
     """
     One client connection: requests are read with a L{RequestReader}, routed,
     and handed one at a time to an L{Exchange}; pipelined requests wait their
     turn with the connection paused.
+
+    A client that chose HTTP/2, by ALPN or (where the listener takes h2c) by
+    starting with the HTTP/2 preface, is handed to an L{H2Channel} before its
+    first request.
     """
 
     _log = Logger()
@@ -131,6 +120,9 @@ class ClientChannel(Protocol):
         self._bytes_sent = 0
         self.producer = _ClientReading(self)
         self.connection_headers: Headers | None = None
+        # Whether the first bytes may still turn out to be the HTTP/2 preface.
+        self._sniffing = False
+        self._sniffed = b""
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -140,13 +132,32 @@ class ClientChannel(Protocol):
         self.client_ip = str(getattr(self.peer, "host", ""))
         # What the balancer may know of this client, made once per connection.
         self.pick_context = PickContext(client=self.peer, hash_key=client_hash_key(self.peer))
+        self._sniffing = factory.h2c
         assert factory.limits.client_header_timeout is not None
         self._wait(Waiting.HEAD, factory.limits.client_header_timeout)
+
+    def handshakeCompleted(self) -> None:
+        """
+        TLS is up: hand the connection over if ALPN chose HTTP/2.
+        """
+        if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
+            self._hand_to_h2(b"")
 
     def dataReceived(self, data: bytes) -> None:
         if self._tunnel is not None:
             self._tunnel.dataReceived(data)
             return
+        if self._sniffing:
+            data = self._sniffed + data
+            preface = is_h2_preface(data)
+            if preface is None:
+                self._sniffed = data
+                return
+            self._sniffing = False
+            self._sniffed = b""
+            if preface:
+                self._hand_to_h2(data)
+                return
         self._events.extend(self.reader.feed(data))
         self._process()
         if self._waiting is not Waiting.EXCHANGE and self.reader.in_head:
@@ -155,6 +166,33 @@ class ClientChannel(Protocol):
             if self._waiting is Waiting.IDLE:
                 assert self.factory.limits.client_header_timeout is not None
                 self._wait(Waiting.HEAD, self.factory.limits.client_header_timeout)
+
+    def _hand_to_h2(self, data: bytes) -> None:
+        """
+        Give the connection to an L{H2Channel}, with what was read of it.
+
+        The TLS wrapper or the TCP connection delivers to whichever protocol
+        it holds, so the new channel takes this one's place there.
+        """
+        self._cancel_timer()
+        self.factory.channels.discard(self)
+        h2 = H2Channel()
+        h2.factory = self.factory
+        transport = self.transport
+        if hasattr(transport, "wrappedProtocol"):
+            transport.wrappedProtocol = h2
+        else:
+            transport.protocol = h2  # type: ignore[attr-defined]
+        h2.makeConnection(transport)  # type: ignore[no-untyped-call]
+        if data:
+            h2.dataReceived(data)
+
+    def go_away(self) -> None:
+        """
+        Close the connection once what it has buffered is written, as when
+        the listener stops.
+        """
+        self.transport.loseConnection()
 
     def _process(self) -> None:
         if self._processing:
@@ -193,10 +231,10 @@ class ClientChannel(Protocol):
         self._bytes_sent = 0
         self._discarding = False
         factory = self.factory
-        if factory.client_certificates and self.connection_headers is None:
-            self.connection_headers = client_certificate_headers(self.transport)
+        if self.connection_headers is None:
+            self.connection_headers = factory.connection_headers(self.transport)
         exchange = factory.exchange_for(
-            self, head, self.pick_context, self.client_ip, self.connection_headers or ()
+            self, head, self.pick_context, self.client_ip, self.connection_headers
         )
         if isinstance(exchange, Exchange):
             self._exchange = exchange

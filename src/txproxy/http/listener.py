@@ -6,6 +6,7 @@ An HTTP listener's factory: its routes, limits and pools, shared by its client c
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from attrs import evolve
 from twisted.internet.defer import Deferred, succeed
@@ -25,6 +26,10 @@ from txproxy.http.routing import Router, host_name
 from txproxy.http.upstream import IdleUpstreams
 from txproxy.interfaces import PickContext
 from txproxy.pool import Pool
+from txproxy.tls import client_certificate_facts
+
+if TYPE_CHECKING:
+    from txproxy.http.h2 import H2Channel
 
 CLIENT_CERTIFICATE_HEADERS = (b"x-client-cert-subject", b"x-client-cert-fingerprint")
 """
@@ -76,10 +81,11 @@ class HTTPFactory(Factory[ClientChannel]):
             tls is not None and tls.verify_client != "none" and tls.client_certificate_headers
         )
         self.redirect_port = listener.http_to_https
+        self.h2c = listener.h2c
         self.limits = listener.limits.over(config.HTTP_LIMITS)
         self.pools = pools
         self.access_log = access_log
-        self.channels: set[ClientChannel] = set()
+        self.channels: set[ClientChannel | H2Channel] = set()
         self.accepting = True
         self._all_closed: list[Deferred[None]] = []
         scheme = b"https" if listener.tls is not None else b"http"
@@ -101,6 +107,24 @@ class HTTPFactory(Factory[ClientChannel]):
             scheme=scheme,
             max_body=limits.max_body or 0,
             retries=route.pool.retries,
+        )
+
+    def connection_headers(self, transport: object) -> Headers:
+        """
+        The fields added to every request forwarded from one client
+        connection: those that tell servers of the certificate the client
+        verified with, where the listener asks for one.
+        """
+        if not self.client_certificates:
+            return ()
+        get_certificate = getattr(transport, "getPeerCertificate", None)
+        certificate = get_certificate() if get_certificate is not None else None
+        if certificate is None:
+            return ()
+        subject, fingerprint = client_certificate_facts(certificate.to_cryptography())
+        return (
+            (b"X-Client-Cert-Subject", subject.encode("utf-8")),
+            (b"X-Client-Cert-Fingerprint", fingerprint.encode("ascii")),
         )
 
     def new_reader(self) -> RequestReader:
@@ -169,7 +193,7 @@ class HTTPFactory(Factory[ClientChannel]):
             host += b":%d" % (port,)
         return redirect(b"https://" + host + head.target, head.method, close=head.has_body)
 
-    def channel_ended(self, channel: ClientChannel) -> None:
+    def channel_ended(self, channel: ClientChannel | H2Channel) -> None:
         """
         Forget a client connection that closed.
         """
@@ -191,5 +215,5 @@ class HTTPFactory(Factory[ClientChannel]):
         closed: Deferred[None] = Deferred()
         self._all_closed.append(closed)
         for channel in list(self.channels):
-            channel.transport.loseConnection()
+            channel.go_away()
         return closed

@@ -57,7 +57,7 @@ _RESPONSE_FIELDS = {
 
 # RFC 9110 7.2 and RFC 3986 3.2.2: uri-host [ ":" port ], where uri-host is an
 # IP-literal, an IPv4 address or a reg-name.
-_AUTHORITY = re.compile(rb"(?:\[[0-9A-Za-z:.]+\]|[0-9A-Za-z!$&'()*+,;=._~%-]+)(?::[0-9]*)?")
+AUTHORITY = re.compile(rb"(?:\[[0-9A-Za-z:.]+\]|[0-9A-Za-z!$&'()*+,;=._~%-]+)(?::[0-9]*)?")
 
 # RFC 9112 3.2.2: absolute-form is an absolute-URI; a proxy in front of origin
 # servers only takes http and https. RFC 9110 4.2.4: userinfo is an error.
@@ -519,7 +519,7 @@ class RequestReader(_Reader):
         if host is None:
             if version == b"1.1":
                 self._reject("no Host field")
-        elif host and _AUTHORITY.fullmatch(host) is None:
+        elif host and AUTHORITY.fullmatch(host) is None:
             self._reject("invalid Host field")
         length, chunked = self._framing(
             version, content_length, lengths, transfer_encoding, codings
@@ -536,7 +536,7 @@ class RequestReader(_Reader):
                 self._reject("asterisk-form request-target outside OPTIONS")
         else:
             absolute = _ABSOLUTE_FORM.fullmatch(target)
-            if absolute is None or _AUTHORITY.fullmatch(absolute[1]) is None:
+            if absolute is None or AUTHORITY.fullmatch(absolute[1]) is None:
                 self._reject("invalid request-target")
             # RFC 9112 3.2.2: the authority of an absolute-form target
             # overrides Host; forward the origin-form (RFC 9112 3.2.1: an
