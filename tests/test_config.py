@@ -33,6 +33,7 @@ from txproxy.config import (
     HTTPListener,
     InvalidConfiguration,
     Limits,
+    PassiveCheck,
     Pool,
     Proxy,
     RateLimit,
@@ -423,6 +424,99 @@ class HealthCheckTests(_ConfigTestCase):
         self.assertEqual(self.rejected(HealthCheck, expect_status=[399, 200])[0], "expect_status")
         self.assertEqual(
             self.rejected(HealthCheck, jitter=2), ("jitter", "must be from 0 to 1, not 2")
+        )
+
+
+class PassiveCheckTests(_ConfigTestCase):
+    """
+    Tests for L{PassiveCheck} and the pool settings of health at run time.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        A pool has a passive check by default: 5 failures in a row eject a
+        server for 30 to 300 seconds, at most half of the pool, 5xx not counted.
+        """
+        passive = Pool("api", [Server("x:1")]).passive
+        self.assertEqual(passive, PassiveCheck())
+        assert passive is not None
+        self.assertEqual(
+            (
+                passive.consecutive_failures,
+                passive.base_ejection,
+                passive.max_ejection,
+                passive.max_ejection_percent,
+                passive.on_5xx,
+            ),
+            (5, 30.0, 300.0, 50, False),
+        )
+
+    def test_off_and_slow_start(self) -> None:
+        """
+        C{passive=None} turns passive checks off; C{slow_start} is 0 (none)
+        unless given.
+        """
+        pool = Pool("api", [Server("x:1")], passive=None, slow_start=30)
+        self.assertEqual((pool.passive, pool.slow_start), (None, 30))
+        self.assertEqual(Pool("api", [Server("x:1")]).slow_start, 0.0)
+
+    def test_bad_values(self) -> None:
+        """
+        Each setting is checked, and the longest ejection may not be shorter
+        than the first.
+        """
+        self.assertEqual(
+            self.rejected(PassiveCheck, consecutive_failures=0),
+            ("consecutive_failures", "must be at least 1, not 0"),
+        )
+        self.assertEqual(
+            self.rejected(PassiveCheck, base_ejection=0),
+            ("base_ejection", "must be greater than 0, not 0"),
+        )
+        self.assertEqual(
+            self.rejected(PassiveCheck, max_ejection_percent=101),
+            ("max_ejection_percent", "must be 0-100, not 101"),
+        )
+        self.assertEqual(
+            self.rejected(PassiveCheck, on_5xx="yes"), ("on_5xx", "must be a bool, not 'yes'")
+        )
+        self.assertEqual(
+            self.rejected(PassiveCheck, base_ejection=60, max_ejection=10),
+            ("max_ejection", "must be at least base_ejection (60), not 10"),
+        )
+
+    def test_pool_settings_checked(self) -> None:
+        """
+        A pool's C{passive} must be a L{PassiveCheck} or L{None}, and its
+        C{slow_start} a number of seconds, 0 or more.
+        """
+        self.assertEqual(
+            self.rejected(Pool, "api", [Server("x:1")], passive=True),
+            ("passive", "must be a PassiveCheck, not True"),
+        )
+        self.assertEqual(
+            self.rejected(Pool, "api", [Server("x:1")], slow_start=-1),
+            ("slow_start", "must be at least 0, not -1"),
+        )
+
+    def test_reported_with_line_by_load(self) -> None:
+        """
+        In a file, a bad passive check is reported with its line, among the others.
+        """
+        path, errors = self.load_errors(
+            """\
+            from txproxy.config import HTTPListener, PassiveCheck, Pool, Proxy, Route, Server
+            passive = PassiveCheck(consecutive_failures=0)
+            pool = Pool("api", [Server("127.0.0.1:8001")], passive=passive, slow_start="1")
+            proxy = Proxy([HTTPListener("tcp:8080", routes=[Route(pool)])])
+            """
+        )
+        self.assertEqual(
+            errors,
+            [
+                f"{path}:2: PassiveCheck(...): consecutive_failures: must be at least 1, not 0",
+                f"{path}:3: Pool('api'): slow_start: must be a number, not '1'",
+            ],
         )
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "HealthCheck",
     "InvalidConfiguration",
     "Limits",
+    "PassiveCheck",
     "Pool",
     "Proxy",
     "RateLimit",
@@ -804,6 +805,45 @@ class HealthCheck(_Declared):
 
 
 @frozen
+class PassiveCheck(_Declared):
+    """
+    How a pool takes servers out on the evidence of real traffic: passive
+    health checking, as Envoy's outlier detection does.
+
+    A server that fails C{consecutive_failures} connections or requests in a
+    row is ejected: it takes no new work for C{base_ejection} seconds, twice
+    as long at each ejection that follows, up to C{max_ejection}. It comes
+    back when that time is over, or sooner when the pool's active check
+    passes it C{rise} times in a row. Passive checks never eject more than
+    C{max_ejection_percent} of the pool, nor its last server that is up.
+
+    @ivar consecutive_failures: the failures in a row that eject a server: a
+        connect failure, a reset, a timeout, or with C{on_5xx} a 5xx response.
+    @ivar base_ejection: the seconds of a first ejection.
+    @ivar max_ejection: the seconds of the longest ejection; a server that
+        stayed in this long after an ejection starts again from C{base_ejection}.
+    @ivar max_ejection_percent: the most servers of the pool, in percent, that
+        may be ejected at once.
+    @ivar on_5xx: whether a response with a 5xx status counts as a failure.
+    """
+
+    consecutive_failures: int = field(default=5, validator=_checked(_integer(1)))
+    base_ejection: float = field(default=30.0, validator=_checked(_positive))
+    max_ejection: float = field(default=300.0, validator=_checked(_positive))
+    max_ejection_percent: int = field(default=50, validator=_checked(_integer(0, 100)))
+    on_5xx: bool = field(default=False, validator=_checked(_flag))
+
+    @max_ejection.validator
+    def _not_below_base(self, attribute: Attribute[object], value: object) -> None:
+        """
+        Report a longest ejection shorter than the first.
+        """
+        base = self.base_ejection
+        if _is_number(value) and _is_number(base) and base > 0 and value < base:
+            _report(self, attribute.name, f"must be at least base_ejection ({base}), not {value}")
+
+
+@frozen
 class Pool(_Declared):
     """
     A named group of servers with one balancer and one health check.
@@ -821,6 +861,9 @@ class Pool(_Declared):
     @ivar keepalive_timeout: seconds an idle connection is kept. Keep it
         below the servers' own keep-alive timeout (5 s for Node.js, uvicorn
         and Apache), so that txproxy, not the server, closes idle connections.
+    @ivar passive: its passive health check, or L{None} for none.
+    @ivar slow_start: the seconds over which a server that comes up, or is
+        added, ramps up from a tenth of its weight to all of it; 0 for none.
     """
 
     name: str = field(
@@ -843,6 +886,10 @@ class Pool(_Declared):
     queue_timeout: float = field(default=10.0, validator=_checked(_positive))
     keepalive: int = field(default=32, validator=_checked(_integer(0)))
     keepalive_timeout: float = field(default=4.0, validator=_checked(_positive))
+    passive: PassiveCheck | None = field(
+        factory=PassiveCheck, validator=_checked(_optional(_instance_of(PassiveCheck)))
+    )
+    slow_start: float = field(default=0.0, validator=_checked(_number(0)))
 
     @servers.validator
     def _distinct_addresses(self, attribute: Attribute[object], servers: object) -> None:

@@ -74,6 +74,38 @@ class IBalancer(Interface):
         """
 
 
+class IPoolObserver(Interface):
+    """
+    Learns what happens to the servers of a pool: how each lease ended, and
+    which servers join and leave.
+
+    It is the seam through which passive health checks (and metrics) see real
+    traffic without the protocols that lease servers knowing of them. A pool
+    calls its observers synchronously, once per lease on the hot path, so an
+    observer does little and never raises.
+    """
+
+    def server_released(server: IServerView, failed: bool, status: int | None) -> None:
+        """
+        A lease on C{server} ended.
+
+        @param failed: whether the server could not be reached, reset the
+            connection, timed out or sent a broken response.
+        @param status: the status of the server's HTTP response, if it sent one
+            and the protocol said so; L{None} otherwise.
+        """
+
+    def server_added(server: IServerView) -> None:
+        """
+        C{server} joined the pool.
+        """
+
+    def server_removed(server: IServerView) -> None:
+        """
+        C{server} left the pool, its last lease released.
+        """
+
+
 class IServiceFactory(Interface):
     """
     Makes a service that txproxy runs beside its listeners, in the same process.

@@ -1,0 +1,917 @@
+# -*- test-case-name: tests.test_health -*-
+"""
+Active and passive health checking: probes, rise/fall counting, outlier ejection.
+
+The verdicts are pure values (L{HealthCounter}, L{Backoff}) and a small
+state keeper (L{OutlierDetector}); the probes (L{TCPConnectCheck},
+L{HTTPCheck}) are thin protocols; L{HealthChecker} runs both kinds of check
+for one pool on a reactor given to it, and is the only part that changes the
+pool, through L{Pool.mark_up} and L{Pool.mark_down}. L{HealthService} runs a
+configuration's checkers with the rest of txproxy.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable, Iterable, Mapping
+from urllib.parse import quote
+
+from attrs import define, evolve, field, frozen
+from twisted.application.service import Service
+from twisted.internet import error
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IReactorTCP,
+    IReactorTime,
+    ITCPTransport,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+from txproxy.config import HealthCheck, PassiveCheck
+from txproxy.config import Pool as PoolSettings
+from txproxy.endpoints import server_endpoint
+from txproxy.http.events import BadMessage, BodyChunk, EndOfMessage, ResponseEvent, ResponseHead
+from txproxy.http.parsing import ResponseReader
+from txproxy.interfaces import IPoolObserver, IProxyReactor, IServerView
+from txproxy.pool import CheckResult, Pool, ServerState, ServerStatus
+
+MAX_BODY = 65536
+"""
+The most bytes of a response body an HTTP check reads looking for its text.
+"""
+
+
+class Transition(enum.Enum):
+    """
+    What one probe did to a server's verdict (Envoy's C{HealthTransition}).
+    """
+
+    UNCHANGED = "unchanged"  # the probe agreed with the verdict
+    PENDING = "pending"  # it disagreed, but not enough probes in a row yet
+    CHANGED = "changed"  # enough probes in a row disagreed: the verdict flipped
+
+
+@frozen
+class HealthCounter:
+    """
+    The rise/fall verdict of a server's active checks, as a value.
+
+    A healthy server turns unhealthy after C{fall} failed probes in a row; an
+    unhealthy one turns healthy after C{rise} passed probes in a row. A probe
+    that agrees with the verdict wipes out a streak of ones that did not, so
+    one stray result never flips a server.
+
+    @ivar rise: passed probes in a row that make an unhealthy server healthy.
+    @ivar fall: failed probes in a row that make a healthy server unhealthy.
+    @ivar healthy: the verdict.
+    @ivar streak: probes in a row, lately, that disagreed with the verdict.
+    """
+
+    rise: int
+    fall: int
+    healthy: bool = True
+    streak: int = 0
+
+    def record(self, passed: bool) -> tuple[HealthCounter, Transition]:
+        """
+        Count one probe.
+
+        @return: the counter after it, and what it did to the verdict.
+        """
+        if passed is self.healthy:
+            return (evolve(self, streak=0) if self.streak else self), Transition.UNCHANGED
+        streak = self.streak + 1
+        if streak >= (self.rise if passed else self.fall):
+            return evolve(self, healthy=passed, streak=0), Transition.CHANGED
+        return evolve(self, streak=streak), Transition.PENDING
+
+
+@frozen
+class Backoff:
+    """
+    How long a server's ejections last: C{base} the first time, twice as
+    long each time after, never longer than C{maximum}.
+
+    @ivar base: the seconds of a first ejection.
+    @ivar maximum: the seconds of the longest ejection.
+    @ivar ejections: ejections so far (counting stops once at C{maximum}).
+    """
+
+    base: float
+    maximum: float
+    ejections: int = 0
+
+    @property
+    def delay(self) -> float:
+        """
+        The seconds of the latest ejection; 0 before the first.
+        """
+        if not self.ejections:
+            return 0.0
+        return min(self.base * 2.0 ** (self.ejections - 1), self.maximum)
+
+    def grown(self) -> Backoff:
+        """
+        The back-off after one more ejection.
+        """
+        if self.delay >= self.maximum:
+            return self
+        return evolve(self, ejections=self.ejections + 1)
+
+
+@define
+class OutlierDetector:
+    """
+    Passive health checking: counts each server's failures in a row on real
+    traffic and decides its ejections, as Envoy's outlier detection does.
+
+    It keeps state but touches neither pool nor reactor: L{HealthChecker}
+    gives it outcomes, the time and the state of the pool, and carries out
+    what it decides.
+
+    @ivar settings: the pool's passive check.
+    @ivar _streaks: failures in a row, by address; successes remove entries.
+    @ivar _backoffs: each server's ejection back-off, by address.
+    @ivar _ejected: the addresses ejected now.
+    @ivar _returned: when each server last came back from an ejection.
+    """
+
+    settings: PassiveCheck
+    _streaks: dict[str, int] = field(factory=dict, init=False)
+    _backoffs: dict[str, Backoff] = field(factory=dict, init=False)
+    _ejected: set[str] = field(factory=set, init=False)
+    _returned: dict[str, float] = field(factory=dict, init=False)
+
+    def record(self, address: str, failed: bool) -> bool:
+        """
+        Count how one lease on a server ended.
+
+        @return: whether the server, not ejected, has now failed
+            C{consecutive_failures} times in a row: the caller then sees
+            whether L{may_eject} allows an ejection.
+        """
+        if not failed:
+            if self._streaks:
+                self._streaks.pop(address, None)
+            return False
+        streak = self._streaks.get(address, 0) + 1
+        self._streaks[address] = streak
+        return streak >= self.settings.consecutive_failures and address not in self._ejected
+
+    def may_eject(self, servers: int, others_up: int) -> bool:
+        """
+        Whether one more server may be ejected from a pool.
+
+        @param servers: how many servers the pool has.
+        @param others_up: how many of its other servers are up.
+        @return: C{False} when the server is the last one up, or one more
+            ejection would pass C{max_ejection_percent} of the pool.
+        """
+        if others_up < 1:
+            return False
+        return (len(self._ejected) + 1) * 100 <= self.settings.max_ejection_percent * servers
+
+    def eject(self, address: str, now: float) -> float:
+        """
+        Eject a server.
+
+        @return: the seconds its ejection lasts.
+        """
+        settings = self.settings
+        backoff = self._backoffs.get(address)
+        returned = self._returned.get(address)
+        if backoff is None or returned is not None and now - returned >= settings.max_ejection:
+            backoff = Backoff(settings.base_ejection, settings.max_ejection)
+        backoff = backoff.grown()
+        self._backoffs[address] = backoff
+        self._ejected.add(address)
+        self._streaks.pop(address, None)
+        return backoff.delay
+
+    def restore(self, address: str, now: float) -> None:
+        """
+        End a server's ejection.
+        """
+        self._ejected.discard(address)
+        self._returned[address] = now
+
+    def is_ejected(self, address: str) -> bool:
+        """
+        Whether a server is ejected now.
+        """
+        return address in self._ejected
+
+    def streak(self, address: str) -> int:
+        """
+        A server's failures in a row.
+        """
+        return self._streaks.get(address, 0)
+
+    def forget(self, address: str) -> None:
+        """
+        Drop what is known of a server that left the pool.
+        """
+        self._streaks.pop(address, None)
+        self._backoffs.pop(address, None)
+        self._ejected.discard(address)
+        self._returned.pop(address, None)
+
+
+def jittered(interval: float, jitter: float, draw: Callable[[], float]) -> float:
+    """
+    The seconds until a server's next probe: C{interval}, moved at random by
+    up to C{jitter * interval} either way, so that the probes of many
+    servers and pools drift apart rather than run in lock-step.
+
+    @param draw: returns a float in [0, 1).
+    """
+    return interval * (1.0 + jitter * (2.0 * draw() - 1.0))
+
+
+@define
+class ProbeFailed(Exception):
+    """
+    A probe found a server unhealthy.
+
+    @ivar reason: why, in a few words: C{"connection refused"},
+        C{"status 500 not in 200-399"}.
+    """
+
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class IHealthCheck(Interface):
+    """
+    One probe of one server; scheduling and rise/fall counting live in
+    L{HealthChecker}.
+    """
+
+    def probe(server: ServerState) -> Deferred[str]:  # noqa: N805
+        """
+        Probe a server once, giving up by itself after the check's timeout.
+
+        @return: fires with what passed, in a few words (C{"status 200"}),
+            or fails with L{ProbeFailed} saying why the server is unhealthy.
+        """
+
+
+def _failure_reason(reason: Failure, timeout: float) -> str:
+    """
+    Describe why a probe failed, in a few words and without a traceback.
+    """
+    value = reason.value
+    if isinstance(value, ProbeFailed):
+        return value.reason
+    if isinstance(value, DeferredTimeoutError | error.TimeoutError):
+        return f"timed out after {timeout:g}s"
+    if isinstance(value, error.ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(value, CancelledError):
+        return "cancelled"
+    return f"{type(value).__name__}: {reason.getErrorMessage()}"
+
+
+class _Probe(Protocol):
+    """
+    One probe's connection: it reaches a verdict, closes, and fires C{done}
+    once closed, so that no probe leaves a connection behind.
+
+    Cancelling C{done} (the probe's timeout, or its checker stopping) aborts
+    the connection at once, keeping a verdict already reached.
+
+    @ivar done: fires with what passed, or fails with L{ProbeFailed}.
+    """
+
+    transport: ITCPTransport | None
+
+    def __init__(self) -> None:
+        self.done: Deferred[str] = Deferred(self._cancel)
+        self._verdict: str | ProbeFailed | None = None
+        self._closed = False
+
+    def decide(self, verdict: str | ProbeFailed) -> None:
+        """
+        Settle the probe, passed with a description or failed, and close.
+        """
+        if self._verdict is not None:
+            return
+        self._verdict = verdict
+        if self.transport is not None and not self._closed:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._closed = True
+        if self._verdict is None:
+            self._verdict = self.lost(reason)
+        self._fire()
+
+    def lost(self, reason: Failure) -> ProbeFailed:
+        """
+        The verdict when the connection closes before one was reached.
+        """
+        return ProbeFailed(f"connection closed: {reason.getErrorMessage()}")
+
+    def _fire(self) -> None:
+        verdict = self._verdict
+        if self.done.called or verdict is None:
+            return
+        if isinstance(verdict, ProbeFailed):
+            self.done.errback(verdict)
+        else:
+            self.done.callback(verdict)
+
+    def _cancel(self, done: Deferred[str]) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.abortConnection()
+        self._fire()
+
+
+@implementer(IHandshakeListener)
+class _ConnectProbe(_Probe):
+    """
+    Passes once connected; to a TLS server, once the TLS handshake is done.
+    """
+
+    def __init__(self, tls: bool) -> None:
+        super().__init__()
+        self._tls = tls
+
+    def connectionMade(self) -> None:
+        if not self._tls:
+            self.decide("connected")
+
+    def handshakeCompleted(self) -> None:
+        self.decide("TLS handshake completed")
+
+    def lost(self, reason: Failure) -> ProbeFailed:
+        return ProbeFailed(f"TLS handshake failed: {reason.getErrorMessage()}")
+
+
+class _HTTPProbe(_Probe):
+    """
+    Sends one request and judges the response by its status and, if asked,
+    by a text in the first L{MAX_BODY} bytes of its body; never reads more.
+    """
+
+    def __init__(
+        self,
+        request: bytes,
+        method: bytes,
+        expect_status: tuple[int, int],
+        text: str | None,
+        max_body: int,
+    ) -> None:
+        super().__init__()
+        self._request = request
+        self._expect_status = expect_status
+        self._shown = text
+        self._text = None if text is None else text.encode("utf-8")
+        self._max_body = max_body
+        self._reader = ResponseReader()
+        self._reader.expect(method)
+        self._seen = 0
+        self._tail = b""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self._request)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._verdict is None:
+            self._read(self._reader.feed(data))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._verdict is None:
+            self._read(self._reader.feed_eof())
+        super().connectionLost(reason)
+
+    def lost(self, reason: Failure) -> ProbeFailed:
+        return ProbeFailed(f"connection closed before a response: {reason.getErrorMessage()}")
+
+    def _read(self, events: list[ResponseEvent]) -> None:
+        for event in events:
+            if self._verdict is not None:
+                return
+            if isinstance(event, BodyChunk):
+                self._search(event.data)
+            elif isinstance(event, ResponseHead):
+                self._judge_head(event)
+            elif isinstance(event, EndOfMessage):
+                self.decide(ProbeFailed(f"body does not contain {self._shown!r}"))
+            elif isinstance(event, BadMessage):
+                self.decide(ProbeFailed(f"bad response: {event.reason}"))
+
+    def _judge_head(self, head: ResponseHead) -> None:
+        status = head.status
+        if 100 <= status < 200 and status != 101:
+            return  # RFC 9110 15.2: an interim response; the final one follows.
+        low, high = self._expect_status
+        if not low <= status <= high:
+            self.decide(ProbeFailed(f"status {status} not in {low}-{high}"))
+        elif self._text is None:
+            self.decide(f"status {status}")
+
+    def _search(self, data: bytes) -> None:
+        """
+        Look for the text in the body, keeping only its length less one
+        byte of what was read, for a match across two pieces.
+        """
+        text = self._text
+        assert text is not None
+        data = data[: self._max_body - self._seen]
+        self._seen += len(data)
+        window = self._tail + data
+        if text in window:
+            self.decide(f"body contains {self._shown!r}")
+        elif self._seen >= self._max_body:
+            self.decide(
+                ProbeFailed(
+                    f"body does not contain {self._shown!r} in its first {self._max_body} bytes"
+                )
+            )
+        else:
+            self._tail = window[len(window) - len(text) + 1 :] if len(text) > 1 else b""
+
+
+class _ProbeFactory(Factory):
+    """
+    Gives the one connection of a probe its protocol, quietly.
+    """
+
+    noisy = False
+
+    def __init__(self, probe: _Probe) -> None:
+        self._probe = probe
+
+    def buildProtocol(self, addr: object) -> _Probe:
+        return self._probe
+
+
+def _run(
+    reactor: IReactorTCP, clock: IReactorTime, server: ServerState, timeout: float, probe: _Probe
+) -> Deferred[str]:
+    """
+    Connect C{probe} to C{server}, over TLS if it speaks TLS, and wait for
+    its verdict and its connection's close, C{timeout} seconds at most.
+    """
+    connecting = server_endpoint(reactor, server, timeout).connect(_ProbeFactory(probe))
+
+    def connected(_: object) -> Deferred[str]:
+        return probe.done
+
+    def failed(reason: Failure) -> str:
+        raise ProbeFailed(_failure_reason(reason, timeout))
+
+    def timed_out(result: str | Failure, timeout: float) -> str | Failure:
+        # A verdict reached before the timeout stands, though the close was late.
+        if isinstance(result, Failure) and isinstance(result.value, CancelledError):
+            raise ProbeFailed(f"timed out after {timeout:g}s")
+        return result
+
+    verdict = connecting.addCallback(connected)
+    return verdict.addTimeout(timeout, clock, timed_out).addErrback(failed)
+
+
+@implementer(IHealthCheck)
+@define(eq=False)
+class TCPConnectCheck:
+    """
+    The check of a pool whose health check has no path: a server passes when
+    a connection to it opens, and for a TLS server when the handshake
+    completes. The connection is closed at once.
+
+    @ivar reactor: connects to servers.
+    @ivar clock: times the probes.
+    @ivar timeout: the seconds a probe may take.
+    """
+
+    reactor: IReactorTCP
+    clock: IReactorTime
+    timeout: float
+
+    def probe(self, server: ServerState) -> Deferred[str]:
+        """
+        See L{IHealthCheck.probe}.
+        """
+        return _run(
+            self.reactor, self.clock, server, self.timeout, _ConnectProbe(server.tls is not None)
+        )
+
+
+@implementer(IHealthCheck)
+@define(eq=False)
+class HTTPCheck:
+    """
+    The check of a pool whose health check has a path: one HTTP/1.1 request,
+    over TLS to a TLS server, whose response must have a status in the
+    expected range and, if asked, contain a text in the first C{max_body}
+    bytes of its body. The connection is closed once that is known.
+
+    @ivar reactor: connects to servers.
+    @ivar clock: times the probes.
+    @ivar settings: the health check: method, path, Host, status range,
+        text and timeout.
+    @ivar max_body: the most body bytes read looking for the text.
+    """
+
+    reactor: IReactorTCP
+    clock: IReactorTime
+    settings: HealthCheck
+    max_body: int = MAX_BODY
+
+    def probe(self, server: ServerState) -> Deferred[str]:
+        """
+        See L{IHealthCheck.probe}.
+        """
+        settings = self.settings
+        assert settings.path is not None
+        method = settings.method.encode("ascii")
+        # RFC 9112 3.2.1 and RFC 3986 3.3: the origin-form takes pchar, "/"
+        # and "?"; any other character is percent-encoded, existing escapes kept.
+        target = quote(settings.path, safe="/?:@!$&'()*+,;=%").encode("ascii")
+        host = (settings.host or server.address).encode("utf-8")
+        request = (
+            method + b" " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\n"
+            b"Connection: close\r\nUser-Agent: txproxy-health\r\n\r\n"
+        )
+        probe = _HTTPProbe(request, method, settings.expect_status, settings.body, self.max_body)
+        return _run(self.reactor, self.clock, server, settings.timeout, probe)
+
+
+def check_for(settings: HealthCheck, reactor: IReactorTCP, clock: IReactorTime) -> IHealthCheck:
+    """
+    The probe a pool's health check asks for: L{HTTPCheck} with a path,
+    L{TCPConnectCheck} without.
+    """
+    if settings.path is None:
+        return TCPConnectCheck(reactor, clock, settings.timeout)
+    return HTTPCheck(reactor, clock, settings)
+
+
+@define(eq=False)
+class _Watch:
+    """
+    What a L{HealthChecker} knows of one server.
+
+    @ivar server: the server.
+    @ivar counter: its active checks' verdict, or L{None} without them.
+    @ivar up: the verdict last given to the pool.
+    @ivar active_reason: why its active checks last turned it down.
+    @ivar ejection_reason: why it was last ejected.
+    @ivar recovery: probes passed in a row since its ejection.
+    @ivar next_probe: the call starting its next probe.
+    @ivar probing: its probe in flight.
+    @ivar ejection: the call ending its ejection.
+    """
+
+    server: ServerState
+    counter: HealthCounter | None
+    up: bool
+    active_reason: str = ""
+    ejection_reason: str = ""
+    recovery: int = 0
+    next_probe: IDelayedCall | None = None
+    probing: Deferred[str] | None = None
+    ejection: IDelayedCall | None = None
+
+    def stop(self) -> None:
+        """
+        Cancel its timers and its probe in flight.
+        """
+        for call in (self.next_probe, self.ejection):
+            if call is not None and call.active():
+                call.cancel()
+        self.next_probe = self.ejection = None
+        probing, self.probing = self.probing, None
+        if probing is not None:
+            probing.cancel()
+
+
+@implementer(IPoolObserver)
+class HealthChecker:
+    """
+    Watches the servers of one pool and marks them up and down: actively,
+    probing each server every C{interval} seconds (give or take its jitter),
+    and passively, watching how real traffic to it ends.
+
+    A server is up while its probes say so (or it has none) and it is not
+    ejected. An ejected server comes back when its ejection is over, or
+    sooner when C{rise} probes in a row pass. Each change is logged with the
+    pool, the server and the reason. Only L{Pool.mark_up} and
+    L{Pool.mark_down} are called: DISABLED and DRAINING servers stay so.
+
+    Probes of one server never overlap: the next is scheduled when one ends.
+
+    @ivar pool: the pool.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        pool: Pool,
+        clock: IReactorTime,
+        *,
+        health: HealthCheck | None = None,
+        check: IHealthCheck | None = None,
+        passive: PassiveCheck | None = None,
+        random: Callable[[], float] = random.random,
+    ) -> None:
+        """
+        @param clock: schedules probes and ends ejections.
+        @param health: the active check's settings, or L{None} for none.
+        @param check: probes servers; given if and only if C{health} is.
+        @param passive: the passive check's settings, or L{None} for none.
+        @param random: returns a float in [0, 1), to jitter the probes.
+        @raise ValueError: for C{health} without C{check}, or the reverse.
+        """
+        if (health is None) != (check is None):
+            raise ValueError("an active health check needs both its settings and its probe")
+        self.pool = pool
+        self._clock = clock
+        self._health = health
+        self._check = check
+        self._detector = None if passive is None else OutlierDetector(passive)
+        self._on_5xx = passive is not None and passive.on_5xx
+        self._random = random
+        self._watches: dict[str, _Watch] = {}
+        self.running = False
+
+    def start(self) -> None:
+        """
+        Start checking every server of the pool, and those added later.
+        """
+        if self.running:
+            return
+        self.running = True
+        self.pool.add_observer(self)
+        for server in self.pool.servers:
+            self._watch(server)
+
+    def stop(self) -> None:
+        """
+        Stop checking: cancel every probe and timer. Ejections end, since
+        nothing would end them later; otherwise servers keep their state,
+        for the checker of a reloaded configuration to take on.
+        """
+        if not self.running:
+            return
+        self.running = False
+        self.pool.remove_observer(self)
+        # Forget the watches first: their cancelled probes then find them gone.
+        watches, self._watches = self._watches, {}
+        for watch in watches.values():
+            watch.stop()
+            if self._detector is not None and self._detector.is_ejected(watch.server.address):
+                self._end_ejection(watch)
+                if watch.counter is None or watch.counter.healthy:
+                    self._bring_back(watch.server, "checks stopped during its ejection")
+
+    def _watch(self, server: ServerState) -> None:
+        """
+        Start watching a server, taking on the verdict it has: a server
+        marked down before needs C{rise} passed probes, or without active
+        checks comes back at once, as nothing else could bring it back.
+        """
+        health = self._health
+        counter = None
+        if health is not None:
+            counter = HealthCounter(health.rise, health.fall, healthy=server.healthy)
+        elif not server.healthy:
+            self._bring_back(server, "no active check holds it down")
+        watch = _Watch(server, counter, up=server.healthy)
+        watch.active_reason = server.down_reason or "not checked yet"
+        self._watches[server.address] = watch
+        if health is not None:
+            # The first probes are spread over the jitter too.
+            self._schedule(watch, health.jitter * health.interval * self._random())
+
+    def _bring_back(self, server: ServerState, reason: str) -> None:
+        """
+        Mark a server up outside of any check, and say why.
+        """
+        self.pool.mark_up(server.address)
+        self._log.info(
+            "server {server} of pool {pool} is up: {reason}",
+            pool=self.pool.name,
+            server=server.address,
+            reason=reason,
+            check="none",
+            status=server.status.value,
+        )
+
+    # Active checks
+
+    def _schedule(self, watch: _Watch, delay: float) -> None:
+        watch.next_probe = self._clock.callLater(delay, self._probe, watch)
+
+    def _probe(self, watch: _Watch) -> None:
+        assert self._check is not None
+        watch.next_probe = None
+        started = self._clock.seconds()
+        probing = self._check.probe(watch.server)
+        watch.probing = probing
+        probing.addCallbacks(
+            self._probed,
+            self._probe_failed,
+            callbackArgs=(watch, started),
+            errbackArgs=(watch, started),
+        )
+
+    def _probed(self, passed: str, watch: _Watch, started: float) -> None:
+        self._checked(watch, CheckResult(started, True, passed, self._clock.seconds() - started))
+
+    def _probe_failed(self, reason: Failure, watch: _Watch, started: float) -> None:
+        assert self._health is not None
+        why = _failure_reason(reason, self._health.timeout)
+        self._checked(watch, CheckResult(started, False, why, self._clock.seconds() - started))
+
+    def _checked(self, watch: _Watch, result: CheckResult) -> None:
+        """
+        Count a probe's result, give the pool the verdict, and schedule the
+        next probe.
+        """
+        if self._watches.get(watch.server.address) is not watch:
+            return  # Stopped, or the server left, while the probe was cancelled.
+        health, counter = self._health, watch.counter
+        assert health is not None and counter is not None
+        watch.probing = None
+        watch.server.last_check = result
+        watch.counter, transition = counter.record(result.ok)
+        if transition is Transition.CHANGED and not result.ok:
+            watch.active_reason = f"{health.fall} checks failed: {result.reason}"
+        detector = self._detector
+        if detector is not None and detector.is_ejected(watch.server.address):
+            watch.recovery = watch.recovery + 1 if result.ok else 0
+            if watch.recovery >= health.rise:
+                self._end_ejection(watch)
+        self._apply(watch, "active", f"{health.rise} checks passed: {result.reason}")
+        self._schedule(watch, jittered(health.interval, health.jitter, self._random))
+
+    # Passive checks
+
+    def server_released(self, server: IServerView, failed: bool, status: int | None) -> None:
+        """
+        See L{IPoolObserver.server_released}: count the outcome, and eject
+        the server after too many failures in a row.
+        """
+        detector = self._detector
+        if detector is None:
+            return
+        if self._on_5xx and status is not None and status >= 500:
+            failed = True
+        if detector.record(server.address, failed):
+            self._consider_ejecting(server.address)
+
+    def _consider_ejecting(self, address: str) -> None:
+        detector, watch = self._detector, self._watches.get(address)
+        assert detector is not None
+        if watch is None or watch.server.status is not ServerStatus.UP:
+            return  # Down, draining or disabled already: nothing to take out.
+        servers = self.pool.servers
+        others_up = sum(
+            1 for other in servers if other is not watch.server and other.status is ServerStatus.UP
+        )
+        failures = detector.streak(address)
+        if not detector.may_eject(len(servers), others_up):
+            self._log.debug(
+                "server {server} of pool {pool} not ejected after {failures} failures:"
+                " too few servers would be left",
+                pool=self.pool.name,
+                server=address,
+                failures=failures,
+            )
+            return
+        duration = detector.eject(address, self._clock.seconds())
+        watch.recovery = 0
+        watch.ejection_reason = f"ejected for {duration:g}s after {failures} failures in a row"
+        watch.ejection = self._clock.callLater(duration, self._ejection_over, watch, duration)
+        self._apply(watch, "passive", "")
+
+    def _ejection_over(self, watch: _Watch, duration: float) -> None:
+        watch.ejection = None
+        self._end_ejection(watch)
+        self._apply(watch, "passive", f"ejection of {duration:g}s over")
+
+    def _end_ejection(self, watch: _Watch) -> None:
+        assert self._detector is not None
+        if watch.ejection is not None:
+            watch.ejection.cancel()
+            watch.ejection = None
+        self._detector.restore(watch.server.address, self._clock.seconds())
+
+    # Both
+
+    def _apply(self, watch: _Watch, check: str, passed: str) -> None:
+        """
+        Give the pool a server's verdict, and log it if it changed.
+
+        A server is down while its active checks fail or it is ejected, for
+        the reason of the first of those that holds.
+
+        @param check: C{"active"} or C{"passive"}: which check just reported.
+        @param passed: why the server is up, if it now is.
+        """
+        address = watch.server.address
+        active_down = watch.counter is not None and not watch.counter.healthy
+        ejected = self._detector is not None and self._detector.is_ejected(address)
+        if not (active_down or ejected):
+            if not watch.up:
+                watch.up = True
+                self.pool.mark_up(address)
+                self._log.info(
+                    "server {server} of pool {pool} is up: {reason}",
+                    pool=self.pool.name,
+                    server=address,
+                    reason=passed,
+                    check=check,
+                    status=watch.server.status.value,
+                )
+            return
+        reason = watch.active_reason if active_down else watch.ejection_reason
+        if watch.up:
+            watch.up = False
+            self.pool.mark_down(address, reason)
+            self._log.warn(
+                "server {server} of pool {pool} is down: {reason}",
+                pool=self.pool.name,
+                server=address,
+                reason=reason,
+                check=check,
+                status=watch.server.status.value,
+            )
+        elif watch.server.down_reason != reason:
+            self.pool.mark_down(address, reason)
+
+    def server_added(self, server: IServerView) -> None:
+        """
+        See L{IPoolObserver.server_added}: start checking it.
+        """
+        if self.running:
+            self._watch(self.pool.server(server.address))
+
+    def server_removed(self, server: IServerView) -> None:
+        """
+        See L{IPoolObserver.server_removed}: stop checking it.
+        """
+        watch = self._watches.pop(server.address, None)
+        if watch is not None:
+            watch.stop()
+        if self._detector is not None:
+            self._detector.forget(server.address)
+
+
+class HealthService(Service):
+    """
+    Runs the health checks of a configuration while running: one
+    L{HealthChecker} for each pool with an active or a passive check.
+
+    @ivar checkers: the checkers, by pool name.
+    """
+
+    def __init__(
+        self,
+        settings: Iterable[PoolSettings],
+        pools: Mapping[str, Pool],
+        reactor: IProxyReactor,
+        random: Callable[[], float] = random.random,
+    ) -> None:
+        """
+        @param settings: the configured pools.
+        @param pools: their runtime pools, by name.
+        @param reactor: connects to servers and times everything.
+        @param random: returns a float in [0, 1), to jitter the probes.
+        """
+        self.checkers: dict[str, HealthChecker] = {}
+        for pool in settings:
+            if pool.health is None and pool.passive is None:
+                continue
+            check = None if pool.health is None else check_for(pool.health, reactor, reactor)
+            self.checkers[pool.name] = HealthChecker(
+                pools[pool.name],
+                reactor,
+                health=pool.health,
+                check=check,
+                passive=pool.passive,
+                random=random,
+            )
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        for checker in self.checkers.values():
+            checker.start()
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        for checker in self.checkers.values():
+            checker.stop()
