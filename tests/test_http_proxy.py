@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.loopback import (
@@ -341,6 +342,52 @@ class HTTPProxyTests(TestCase):
             self.service.pools["web"].mark_down(server.address)
         data = yield self.exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         self.assertEqual(split_response(data)[0], 503)
+
+    @inlineCallbacks
+    def test_queue_for_max_connections(self) -> Deferred[None]:
+        """
+        With its one server at C{max_connections}, a request waits in the
+        pool's queue and is served once the slot frees; one more than the
+        queue holds gets 503 at once.
+        """
+        origin = start_origin(self)
+        pool = config.Pool(
+            "web",
+            servers=[config.Server(f"127.0.0.1:{origin.getHost().port}", max_connections=1)],
+            queue_size=1,
+            queue_timeout=30.0,
+        )
+        service = makeService(
+            config.Proxy(
+                listeners=[
+                    config.HTTPListener("tcp:0:interface=127.0.0.1", routes=[config.Route(pool)])
+                ]
+            ),
+            reactor,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        assert service.listeners[0].port is not None
+        port = service.listeners[0].port.getHost().port
+        [server] = service.pools["web"].servers
+
+        busy: RawClient = yield connect_raw(port)
+        busy.transport.write(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        queued: RawClient = yield connect_raw(port)
+        queued.transport.write(b"GET /q HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        while service.pools["web"].queued < 1:
+            yield deferLater(reactor, 0, lambda: None)
+        self.assertEqual(server.active, 1)
+        refused = yield self.exchange(
+            port, b"GET /r HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        self.assertEqual(split_response(refused)[0], 503)
+        self.assertEqual(queued.received, b"")
+
+        busy.transport.loseConnection()
+        data = yield queued.closed
+        self.assertEqual(split_response(data)[0], 200)
+        self.assertEqual(description(data)["uri"], "/q")
 
     @inlineCallbacks
     def test_bodiless_responses(self) -> Deferred[None]:

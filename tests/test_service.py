@@ -239,7 +239,8 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_tree(self) -> None:
         """
-        The tree has one child per listener, and one runtime pool per pool.
+        The tree has the health checks first, then one child per listener,
+        and one runtime pool per pool.
         """
         pool = config.Pool("db", servers=[config.Server("127.0.0.1:5432")], balancer="ip_hash")
         service = makeService(
@@ -251,7 +252,8 @@ class MakeServiceTests(SynchronousTestCase):
             ),
             reactor,
         )
-        self.assertEqual(len(list(service)), 2)
+        self.assertEqual(list(service), [service.health, *service.listeners])
+        self.assertEqual(len(service.listeners), 2)
         self.assertEqual(list(service.pools), ["db"])
         self.assertEqual(service.listeners[1].description, "tcp:1")
 

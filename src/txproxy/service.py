@@ -8,7 +8,12 @@ from __future__ import annotations
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorCore,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -16,6 +21,7 @@ from twisted.python.failure import Failure
 from txproxy import config
 from txproxy.balancing import balancer_for
 from txproxy.clienthello import SNIRoutes
+from txproxy.health import HealthService
 from txproxy.http.accesslog import AccessLog
 from txproxy.http.listener import HTTPFactory
 from txproxy.http.upstream import IdleUpstreams
@@ -133,12 +139,20 @@ def build_server(server: config.Server) -> ServerState:
     return state
 
 
-def build_pool(pool: config.Pool) -> Pool:
+def build_pool(pool: config.Pool, clock: IReactorTime | None = None) -> Pool:
     """
     The runtime state of a configured pool, every server up.
+
+    @param clock: times its queue and slow start; needed when it has either.
     """
     return Pool(
-        pool.name, [build_server(server) for server in pool.servers], balancer_for(pool.balancer)
+        pool.name,
+        [build_server(server) for server in pool.servers],
+        balancer_for(pool.balancer),
+        queue_size=pool.queue_size,
+        queue_timeout=pool.queue_timeout,
+        slow_start=pool.slow_start,
+        clock=clock,
     )
 
 
@@ -155,7 +169,11 @@ class ProxyService(MultiService):
     def __init__(self, proxy: config.Proxy, reactor: IProxyReactor) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.proxy = proxy
-        self.pools = {pool.name: build_pool(pool) for pool in proxy.pools}
+        self.pools = {pool.name: build_pool(pool, reactor) for pool in proxy.pools}
+        # Before the listeners: children start in order, so servers are
+        # checked from the first request on.
+        self.health = HealthService(proxy.pools, self.pools, reactor)
+        self.health.setServiceParent(self)  # type: ignore[no-untyped-call]
         self.idle = {
             pool.name: IdleUpstreams(reactor, reactor, pool.keepalive, pool.keepalive_timeout)
             for pool in proxy.pools

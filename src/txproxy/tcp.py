@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import cast
 
 from attrs import evolve, frozen
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -25,7 +25,7 @@ from zope.interface import implementer
 from txproxy.clienthello import ClientHello, ClientHelloReader, NeedMore, SNIRoutes
 from txproxy.endpoints import connect_upstream
 from txproxy.interfaces import IProxyReactor, IProxyTransport, PickContext
-from txproxy.pool import Lease, Pool
+from txproxy.pool import Lease, Pool, Unavailable
 
 
 def client_hash_key(address: IAddress) -> bytes | None:
@@ -125,6 +125,7 @@ class Relay(RelayEnd):
         self._target: RelayTarget | None = None
         self._lease: Lease | None = None
         self._connecting: Deferred[UpstreamRelay] | None = None
+        self._waiting: Deferred[Lease] | None = None
         self._context = PickContext()
         self._tried: frozenset[str] = frozenset()
         self._last_activity = 0.0
@@ -164,21 +165,42 @@ class Relay(RelayEnd):
 
     def _connect(self) -> None:
         assert self.transport is not None and self._target is not None
-        factory = self.factory
         pool = self._target.pool
         context = self._context
         if self._tried:
             context = evolve(context, exclude=self._tried)
-        self._lease = pool.lease(context)
-        if self._lease is None:
-            self._log.warn(
-                "no server of pool {pool} available for client {client}; closing",
-                pool=pool.name,
-                client=self._context.client,
-            )
-            self.transport.loseConnection()
-            return
-        server = self._lease.server
+        lease = pool.lease(context)
+        if lease is not None:
+            self._leased(lease)
+        elif not self._tried and pool.queue_size:
+            # Every server is at its max_connections: wait in the pool's queue.
+            self._waiting = pool.wait(context)
+            self._waiting.addCallbacks(self._leased, self._wait_failed)
+        else:
+            self._unavailable("no server available")
+
+    def _unavailable(self, reason: str) -> None:
+        assert self.transport is not None and self._target is not None
+        self._log.warn(
+            "{reason} in pool {pool} for client {client}; closing",
+            reason=reason,
+            pool=self._target.pool.name,
+            client=self._context.client,
+        )
+        self.transport.loseConnection()
+
+    def _wait_failed(self, reason: Failure) -> None:
+        self._waiting = None
+        if reason.check(Unavailable):  # type: ignore[no-untyped-call]
+            self._unavailable(str(reason.value))
+        else:
+            reason.trap(CancelledError)  # type: ignore[no-untyped-call]
+
+    def _leased(self, lease: Lease) -> None:
+        self._waiting = None
+        self._lease = lease
+        factory = self.factory
+        server = lease.server
         self._tried |= {server.address}
         self._connecting = cast(
             "Deferred[UpstreamRelay]",
@@ -272,6 +294,8 @@ class Relay(RelayEnd):
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()
         self._idle_call = None
+        if self._waiting is not None:
+            self._waiting.cancel()
         if self._connecting is not None:
             self._connecting.cancel()
         if self.peer is not None and self.peer.transport is not None:

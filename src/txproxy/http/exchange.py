@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Protocol as TypingProtocol
 
 from attrs import evolve, frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -28,7 +28,7 @@ from txproxy.http.routing import RoutePlan
 from txproxy.http.upstream import IdleUpstreams, UpstreamProtocol
 from txproxy.http.writing import LAST_CHUNK, chunk, request_head
 from txproxy.interfaces import PickContext
-from txproxy.pool import Lease, Pool
+from txproxy.pool import Lease, Pool, Unavailable
 
 # RFC 9110 section 9.2.2.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -163,6 +163,7 @@ class Exchange:
         self._lease: Lease | None = None
         self._upstream: UpstreamProtocol | None = None
         self._connecting: Deferred[UpstreamProtocol] | None = None
+        self._waiting: Deferred[Lease] | None = None
         self._sent = False
         self._response: ResponseHead | None = None
         self._done = False
@@ -187,9 +188,24 @@ class Exchange:
         if self._tried:
             context = evolve(context, exclude=self._tried)
         lease = self._pool.lease(context)
-        if lease is None:
+        if lease is not None:
+            self._leased(lease, fresh)
+        elif self._tried or not self._pool.queue_size:
             self._fail(self._exhausted_status if self._tried else 503)
-            return
+        else:
+            # Every server is at its max_connections: wait in the pool's queue.
+            self._waiting = self._pool.wait(context)
+            self._waiting.addCallbacks(self._leased, self._wait_failed, callbackArgs=(fresh,))
+
+    def _wait_failed(self, reason: Failure) -> None:
+        self._waiting = None
+        if reason.check(Unavailable):  # type: ignore[no-untyped-call]
+            self._fail(503)
+        else:
+            reason.trap(CancelledError)  # type: ignore[no-untyped-call]
+
+    def _leased(self, lease: Lease, fresh: bool) -> None:
+        self._waiting = None
         self._lease = lease
         self._tried |= {lease.server.address}
         self.upstream_address = lease.server.address
@@ -322,7 +338,7 @@ class Exchange:
         assert upstream is not None and response is not None
         self._finish()
         assert self._lease is not None
-        self._lease.release()
+        self._lease.release(status=response.status)
         if response.status == 101:
             self._client.tunnel(upstream, upstream.reader.detach())
             return
@@ -426,6 +442,9 @@ class Exchange:
         Unlink the upstream connection; nothing more happens.
         """
         self._done = True
+        if self._waiting is not None:
+            waiting, self._waiting = self._waiting, None
+            waiting.cancel()
         if self._connecting is not None:
             self._connecting.cancel()
             self._connecting = None
