@@ -4,6 +4,7 @@ Integration tests for L{txproxy.service}: a TCP listener over real loopback sock
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from twisted.internet import reactor
@@ -16,7 +17,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from tests.loopback import Pump, buffered, stalled
+from tests.loopback import Pump, RawClient, buffered, connect_raw, split_response, stalled
 from txproxy import config
 from txproxy.interfaces import IBalancer, IServerView, PickContext
 from txproxy.service import ProxyService, makeService
@@ -268,3 +269,61 @@ class MakeServiceTests(SynchronousTestCase):
         proxy = config.Proxy(listeners=[listener])
         error = self.assertRaises(CertificateError, makeService, proxy, reactor)
         self.assertEqual(error.path, "no-such-site.pem")
+
+
+class AdminWiringTests(TestCase):
+    """
+    The admin API, as L{makeService} builds it from C{Proxy(admin=)}.
+    """
+
+    @inlineCallbacks
+    def test_admin_changes_running_pool(self) -> Deferred[None]:
+        """
+        With a token set, the admin endpoint refuses a request without it,
+        and with it lists the pools and adds a server the running pool then has.
+        """
+        pool = config.Pool("web", servers=[config.Server("127.0.0.1:8081")])
+        service = makeService(
+            config.Proxy(
+                listeners=[
+                    config.HTTPListener("tcp:0:interface=127.0.0.1", routes=[config.Route(pool)])
+                ],
+                admin=config.Admin("tcp:0:interface=127.0.0.1", token="s3cret"),
+            ),
+            reactor,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        assert service.admin is not None and service.admin.port is not None
+        port = service.admin.port.getHost().port
+
+        client: RawClient = yield connect_raw(port)
+        client.transport.write(b"GET /pools HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        data = yield client.closed
+        self.assertEqual(split_response(data)[0], 401)
+
+        body = b'{"address": "127.0.0.1:8082", "weight": 2}'
+        client = yield connect_raw(port)
+        client.transport.write(
+            b"POST /pools/web/servers HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret\r\n"
+            b"Content-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        data = yield client.closed
+        self.assertEqual(split_response(data)[0], 201)
+        self.assertEqual(
+            [server.address for server in service.pools["web"].servers],
+            ["127.0.0.1:8081", "127.0.0.1:8082"],
+        )
+
+        client = yield connect_raw(port)
+        client.transport.write(
+            b"GET /pools HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        data = yield client.closed
+        status, _, answer = split_response(data)
+        self.assertEqual(status, 200)
+        [described] = json.loads(answer)["pools"]
+        self.assertEqual(described["name"], "web")
+        self.assertEqual(len(described["servers"]), 2)

@@ -19,6 +19,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from txproxy import config
+from txproxy.admin import AdminAPI, AdminSite
 from txproxy.balancing import balancer_for
 from txproxy.clienthello import SNIRoutes
 from txproxy.health import HealthService
@@ -41,7 +42,7 @@ class UnsupportedListener(Exception):
         self.listener = listener
 
 
-ListenerFactory = RelayFactory | HTTPFactory
+ListenerFactory = RelayFactory | HTTPFactory | AdminSite
 """
 The factories a listener may serve with: each can close its connections.
 """
@@ -193,6 +194,16 @@ class ProxyService(MultiService):
                 self.server_tls.append(service.tls)
             service.setServiceParent(self)  # type: ignore[no-untyped-call]
             self.listeners.append(service)
+        self.admin_site: AdminSite | None = None
+        self.admin: ListenerService | None = None
+        if proxy.admin is not None:
+            self.admin_site = AdminSite(
+                AdminAPI(self.pools, build_server), reactor, token=proxy.admin.token
+            )
+            self.admin = ListenerService(
+                reactor, proxy.admin.endpoint, self.admin_site, "admin API"
+            )
+            self.admin.setServiceParent(self)  # type: ignore[no-untyped-call]
 
     def _listener_service(
         self, listener: config.HTTPListener | config.TCPListener, reactor: IProxyReactor
