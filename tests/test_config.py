@@ -1026,6 +1026,21 @@ class ProxyTests(_ConfigTestCase):
             ("services[0]", "must provide IServiceFactory, not object"),
         )
 
+    def test_drain_timeout(self) -> None:
+        """
+        C{drain_timeout} is 30 seconds unless given; it must be a positive number.
+        """
+        self.assertEqual(Proxy([HTTPListener("tcp:80")]).drain_timeout, 30.0)
+        self.assertEqual(Proxy([HTTPListener("tcp:80")], drain_timeout=0.5).drain_timeout, 0.5)
+        self.assertEqual(
+            self.rejected(Proxy, [HTTPListener("tcp:80")], drain_timeout=0),
+            ("drain_timeout", "must be greater than 0, not 0"),
+        )
+        self.assertEqual(
+            self.rejected(Proxy, [HTTPListener("tcp:80")], drain_timeout="soon")[0],
+            "drain_timeout",
+        )
+
 
 class LoadTests(_ConfigTestCase):
     """

@@ -12,13 +12,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from twisted.application.service import IServiceMaker
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tests.loopback import RawClient, connect_raw, split_response, start_origin
 from txproxy import config
 from txproxy.service import ProxyService
-from txproxy.tap import HangupReloads, Options, default_config_path, makeService
+from txproxy.tap import FileReload, HangupReloads, Options, default_config_path, makeService
 
 VALID = """\
 from txproxy.config import Pool, Proxy, Server, TCPListener
@@ -169,6 +172,101 @@ class HangupReloadsTests(SynchronousTestCase):
         self.assertEqual(called, ["reload"])
         reloads.stopService()
         self.assertIs(signal.getsignal(signal.SIGHUP), signal.SIG_IGN)
+
+
+HTTP = """\
+from txproxy.config import HTTPListener, Pool, Proxy, Route, Server
+pool = Pool("web", servers=[Server("127.0.0.1:{port}")])
+proxy = Proxy(listeners=[HTTPListener("tcp:0:interface=127.0.0.1", routes=[Route(pool{route})])])
+"""
+
+
+class FileReloadTests(TestCase):
+    """
+    L{FileReload}, as C{SIGHUP} calls it in the service tree L{makeService} builds.
+    """
+
+    def setUp(self) -> None:
+        self.path = self.mktemp()
+        self.port = start_origin(self).getHost().port
+        self.write()
+        options = Options()
+        options.parseOptions(["--config", self.path])
+        self.root = makeService(options)
+        assert isinstance(self.root, ProxyService)
+        self.root.startService()
+        self.addCleanup(self.root.stopService)
+        [self.hangup] = [child for child in self.root if isinstance(child, HangupReloads)]
+        self.events: list[LogEvent] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def write(self, route: str = "", text: str = HTTP) -> None:
+        Path(self.path).write_text(text.format(port=self.port, route=route))
+
+    def errors(self) -> list[str]:
+        return [formatEvent(event) for event in self.events if event["log_level"] is LogLevel.error]
+
+    @inlineCallbacks
+    def status(self, path: bytes) -> Deferred[int]:
+        """
+        The status the proxy answers a request for C{path} with.
+        """
+        listening = self.root.listeners[0].port
+        assert listening is not None
+        client: RawClient = yield connect_raw(listening.getHost().port)
+        client.transport.write(
+            b"GET " + path + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        data = yield client.closed
+        return split_response(data)[0]
+
+    @inlineCallbacks
+    def test_good_file_applied(self) -> Deferred[None]:
+        """
+        The file is read again and what changed applies.
+        """
+        self.assertIsInstance(self.hangup.reload, FileReload)
+        self.assertEqual((yield self.status(b"/v2/")), 200)
+        self.write(route=', path="/v1/"')
+        self.assertTrue(self.hangup.reload())
+        yield self.root.reloaded()
+        self.assertEqual((yield self.status(b"/v2/")), 404)
+        self.assertEqual(self.errors(), [])
+
+    @inlineCallbacks
+    def test_bad_file_refused(self) -> Deferred[None]:
+        """
+        A file with a mistake is refused: each error is logged with its file
+        and line, and the running configuration goes on serving.
+        """
+        running = self.root.proxy
+        self.write(route=', path="no-slash"')
+        self.assertFalse(self.hangup.reload())
+        [error, summary] = self.errors()
+        self.assertIn(f"reload refused: {self.path}:3: Route(", error)
+        self.assertIn("path:", error)
+        self.assertIn("the running configuration stays", summary)
+        self.assertIs(self.root.proxy, running)
+        self.assertEqual((yield self.status(b"/anything")), 200)
+
+    @inlineCallbacks
+    def test_unusable_certificate_refused(self) -> Deferred[None]:
+        """
+        A file whose TLS files cannot be used is refused, the file named.
+        """
+        missing = self.mktemp()
+        self.write(
+            text=(
+                "from txproxy.config import HTTPListener, Pool, Proxy, Route, Server, TLS\n"
+                'pool = Pool("web", servers=[Server("127.0.0.1:{port}")])\n'
+                f"tls = TLS(certificates=[{missing!r}])\n"
+                'proxy = Proxy(listeners=[HTTPListener("tcp:0", routes=[Route(pool)], tls=tls)])\n'
+            )
+        )
+        self.assertFalse(self.hangup.reload())
+        self.assertIn(f"reload refused: {missing}: No such file or directory", self.errors()[0])
+        self.assertEqual((yield self.status(b"/")), 200)
 
 
 class PluginTests(SynchronousTestCase):

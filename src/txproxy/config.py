@@ -1392,6 +1392,10 @@ class Proxy(_Declared):
     @ivar admin: the admin endpoint, or L{None} for none.
     @ivar services: L{IServiceFactory} providers whose services run beside the
         listeners.
+    @ivar drain_timeout: seconds a stopping listener lets its connections
+        finish (requests in flight, TCP relays) before it cuts those left:
+        on shutdown (C{SIGTERM}), and for a listener that a reload removes
+        or restarts.
     """
 
     listeners: tuple[HTTPListener | TCPListener, ...] = field(
@@ -1408,6 +1412,7 @@ class Proxy(_Declared):
         converter=_to_tuple,
         validator=_checked(_collection, each=_provides(IServiceFactory)),
     )
+    drain_timeout: float = field(default=30.0, validator=_checked(_positive))
 
     def __attrs_post_init__(self) -> None:
         """

@@ -876,8 +876,12 @@ class HealthService(Service):
     Runs the health checks of a configuration while running: one
     L{HealthChecker} for each pool with an active or a passive check.
 
+    A reload changes them pool by pool with L{replace} and L{remove}.
+
     @ivar checkers: the checkers, by pool name.
     """
+
+    _log = Logger()
 
     def __init__(
         self,
@@ -892,19 +896,70 @@ class HealthService(Service):
         @param reactor: connects to servers and times everything.
         @param random: returns a float in [0, 1), to jitter the probes.
         """
+        self._reactor = reactor
+        self._random = random
         self.checkers: dict[str, HealthChecker] = {}
         for pool in settings:
-            if pool.health is None and pool.passive is None:
-                continue
-            check = None if pool.health is None else check_for(pool.health, reactor, reactor)
-            self.checkers[pool.name] = HealthChecker(
-                pools[pool.name],
-                reactor,
-                health=pool.health,
-                check=check,
-                passive=pool.passive,
-                random=random,
-            )
+            checker = self._checker(pool, pools[pool.name])
+            if checker is not None:
+                self.checkers[pool.name] = checker
+
+    def _checker(self, settings: PoolSettings, pool: Pool) -> HealthChecker | None:
+        """
+        The checker a pool's settings ask for, or L{None} when they ask for no check.
+        """
+        if settings.health is None and settings.passive is None:
+            return None
+        reactor = self._reactor
+        check = None if settings.health is None else check_for(settings.health, reactor, reactor)
+        return HealthChecker(
+            pool,
+            reactor,
+            health=settings.health,
+            check=check,
+            passive=settings.passive,
+            random=self._random,
+        )
+
+    def replace(self, settings: PoolSettings, pool: Pool) -> None:
+        """
+        Check a pool by new settings: its checker, if any, stops, and one for
+        C{settings} starts (at once, while running), taking on each server's
+        verdict as it stands.
+
+        Settings with no check at all bring a server marked down back up at
+        once, as nothing would bring it back later. A pool new to the
+        service is added the same way.
+
+        @param settings: the pool's new configuration.
+        @param pool: its runtime pool.
+        """
+        self.remove(settings.name)
+        checker = self._checker(settings, pool)
+        if checker is None:
+            for server in pool.servers:
+                if not server.healthy:
+                    pool.mark_up(server.address)
+                    self._log.info(
+                        "server {server} of pool {pool} is up: no health check holds it down",
+                        pool=pool.name,
+                        server=server.address,
+                        check="none",
+                        status=server.status.value,
+                    )
+            return
+        self.checkers[settings.name] = checker
+        if self.running:
+            checker.start()
+
+    def remove(self, name: str) -> None:
+        """
+        Stop checking a pool, if it is checked, and forget its checker: its
+        servers keep their state.
+        """
+        checker = self.checkers.pop(name, None)
+        if checker is not None:
+            checker.stop()
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]

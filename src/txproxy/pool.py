@@ -631,6 +631,41 @@ class Pool:
         if self._waiters:
             self._serve_waiters()
 
+    def configure(
+        self,
+        *,
+        balancer: IBalancer,
+        queue_size: int,
+        queue_timeout: float,
+        slow_start: float,
+    ) -> None:
+        """
+        Take new settings in place, keeping the servers, their counters and
+        the requests waiting: what a reload does for a pool's settings.
+
+        A new balancer starts its own bookkeeping from the next lease. A
+        smaller queue turns no waiting request away, and a new
+        C{queue_timeout} counts for requests queued from now on. Servers in
+        slow start ramp on over the new C{slow_start}, or take their full
+        weight at once when it is 0.
+
+        @raise ValueError: for a queue or slow start on a pool made without
+            a clock.
+        """
+        if (queue_size or slow_start) and self._clock is None:
+            raise ValueError("a pool with a queue or slow start needs a clock")
+        self.balancer = balancer
+        self.queue_size = queue_size
+        self.queue_timeout = queue_timeout
+        self.slow_start = slow_start
+        if not slow_start:
+            for server in self._ramping:
+                server.weight = server.full_weight
+            self._ramping.clear()
+            if self._ramp_call is not None:
+                self._ramp_call.cancel()
+                self._ramp_call = None
+
     def _join(self, server: ServerState) -> None:
         """
         Put a server in the pool and its tier.

@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.resources import files
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from twisted.application.service import IService, Service
 from twisted.internet.interfaces import IReactorFromThreads
+from twisted.logger import Logger
 from twisted.python import usage
 
 from txproxy.check import check
 from txproxy.config import InvalidConfiguration, load
 from txproxy.interfaces import IProxyReactor
 from txproxy.tls import certificate_errors
+
+if TYPE_CHECKING:
+    from txproxy.service import ProxyService
 
 
 def default_config_path() -> str:
@@ -60,6 +64,69 @@ class Options(usage.Options):
             raise usage.UsageError(f"unusable TLS files:\n{listed}")
 
 
+class FileReload:
+    """
+    Reloads a running proxy from its configuration file, as C{SIGHUP} asks.
+
+    The file is loaded and checked as at start-up, TLS files included. A bad
+    file is refused: each error is logged (C{file:line: call: field:
+    message}, or C{file: reason} for a TLS file) and the running
+    configuration stays. A good one is given to L{ProxyService.reload},
+    which applies what differs and reads the certificates of the TLS
+    listeners kept again.
+
+    @ivar path: the configuration file.
+    @ivar root: the running proxy.
+    """
+
+    _log = Logger()
+
+    def __init__(self, path: str, root: ProxyService) -> None:
+        self.path = path
+        self.root = root
+
+    def __call__(self) -> bool:
+        """
+        Reload once.
+
+        @return: whether the new configuration was taken.
+        """
+        from txproxy.service import ReloadRefused
+
+        self._log.info("reloading {path}", path=self.path)
+        try:
+            proxy = load(self.path)
+        except InvalidConfiguration as invalid:
+            return self._refused([str(error) for error in invalid.errors])
+        unusable = certificate_errors(proxy)
+        if unusable:
+            return self._refused([str(error) for error in unusable])
+        try:
+            self.root.reload(proxy)
+        except ReloadRefused as refused:
+            return self._refused(refused.errors)
+        except Exception:
+            # A bug of txproxy's, not the file's: say so, and keep running.
+            self._log.failure("reload of {path} failed", path=self.path)
+            return False
+        return True
+
+    def _refused(self, errors: Sequence[str]) -> bool:
+        """
+        Log why a reload is refused.
+
+        @return: L{False}: not reloaded.
+        """
+        for error in errors:
+            self._log.error("reload refused: {error}", error=error, path=self.path)
+        self._log.error(
+            "reload of {path} refused ({count} error(s)): the running configuration stays",
+            path=self.path,
+            count=len(errors),
+        )
+        return False
+
+
 class HangupReloads(Service):
     """
     Calls C{reload} on the reactor's thread each time the process gets
@@ -67,11 +134,13 @@ class HangupReloads(Service):
 
     Only the C{twistd txproxy} process installs it: a library must not take
     a signal from the program that uses it.
+
+    @ivar reload: what a C{SIGHUP} calls.
     """
 
     def __init__(self, reactor: IReactorFromThreads, reload: Callable[[], object]) -> None:
         self._reactor = reactor
-        self._reload = reload
+        self.reload = reload
         self._previous: object = None
 
     def startService(self) -> None:
@@ -79,7 +148,7 @@ class HangupReloads(Service):
         self._previous = signal.signal(signal.SIGHUP, self._hangup)
 
     def _hangup(self, signum: int, frame: object) -> None:
-        self._reactor.callFromThread(self._reload)
+        self._reactor.callFromThread(self.reload)
 
     def stopService(self) -> None:
         super().stopService()  # type: ignore[no-untyped-call]
@@ -89,13 +158,14 @@ class HangupReloads(Service):
 def makeService(options: Options) -> IService:
     """
     Build the service tree for the loaded configuration on the global
-    reactor, reloading certificates on C{SIGHUP}.
+    reactor, reloading the configuration file on C{SIGHUP} (see L{FileReload}).
     """
     from twisted.internet import reactor
 
     from txproxy import service
 
     root = service.makeService(options["proxy"], cast(IProxyReactor, reactor))
-    hangup = HangupReloads(cast(IReactorFromThreads, reactor), root.reload_certificates)
+    reload = FileReload(options["config"], root)
+    hangup = HangupReloads(cast(IReactorFromThreads, reactor), reload)
     hangup.setServiceParent(root)  # type: ignore[no-untyped-call]
     return root

@@ -279,6 +279,22 @@ class Relay(RelayEnd):
         if self.peer is not None and self.peer.transport is not None:
             self.peer.transport.loseConnection()
 
+    def go_away(self) -> None:
+        """
+        The listener is stopping: nothing to do, as a relay goes on until
+        either side closes it, or L{abort}.
+        """
+
+    def abort(self) -> None:
+        """
+        Cut both connections at once, dropping what they have buffered: a
+        stopping listener's drain time is over.
+        """
+        assert self.transport is not None
+        self.transport.abortConnection()
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.abortConnection()
+
     def upstream_lost(self) -> None:
         """
         The server's connection is gone: give the server back and close the client.
@@ -376,6 +392,16 @@ class SNIRelay(Relay):
                 )
         self._relay_to(target)
 
+    def go_away(self) -> None:
+        """
+        The listener is stopping: a client still sending its ClientHello is
+        closed at once, as no server has it yet; one relayed goes on.
+        """
+        if self._reader is not None:
+            self._stop_reading_hello()
+            assert self.transport is not None
+            self.transport.loseConnection()
+
     def _hello_timed_out(self) -> None:
         self._hello_call = None
         self._stop_reading_hello()
@@ -448,6 +474,37 @@ class RelayFactory(Factory[Relay]):
         @raise ValueError: for neither a pool nor SNI routes, or SNI routes
             without a C{hello_timeout}.
         """
+        self.reactor = reactor
+        self.relays: set[Relay] = set()
+        self._all_closed: list[Deferred[None]] = []
+        self.configure(
+            pool,
+            connect_timeout,
+            idle_timeout,
+            retries,
+            sni_routes=sni_routes,
+            hello_timeout=hello_timeout,
+        )
+
+    def configure(
+        self,
+        pool: Pool | None,
+        connect_timeout: float,
+        idle_timeout: float,
+        retries: int,
+        *,
+        sni_routes: SNIRoutes[RelayTarget] | None = None,
+        hello_timeout: float | None = None,
+    ) -> None:
+        """
+        Take a listener's settings, as at start and on each reload: they
+        apply to clients from now on, and the relays open keep going, each
+        with the pool it has and the new C{idle_timeout}.
+
+        The parameters are those of the constructor.
+
+        @raise ValueError: as the constructor does; nothing changes then.
+        """
         if pool is None and not sni_routes:
             raise ValueError("a relay needs a pool or SNI routes")
         if sni_routes and hello_timeout is None:
@@ -455,13 +512,9 @@ class RelayFactory(Factory[Relay]):
         self.default = None if pool is None else RelayTarget(pool, retries)
         self.sni_routes = sni_routes if sni_routes else None
         self.hello_timeout = hello_timeout
-        if self.sni_routes is not None:
-            self.protocol = SNIRelay
-        self.reactor = reactor
+        self.protocol = Relay if self.sni_routes is None else SNIRelay
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
-        self.relays: set[Relay] = set()
-        self._all_closed: list[Deferred[None]] = []
 
     def relay_ended(self, relay: Relay) -> None:
         """
@@ -475,7 +528,9 @@ class RelayFactory(Factory[Relay]):
 
     def close_connections(self) -> Deferred[None]:
         """
-        Close every relay, both ends.
+        Let every relay finish, as a stopping listener does: relays go on
+        until either side closes them (or L{abort_connections}); only
+        clients still sending their ClientHello are closed at once.
 
         @return: a L{Deferred} that fires once every client connection is gone.
         """
@@ -484,5 +539,12 @@ class RelayFactory(Factory[Relay]):
         closed: Deferred[None] = Deferred()
         self._all_closed.append(closed)
         for relay in list(self.relays):
-            relay.close()
+            relay.go_away()
         return closed
+
+    def abort_connections(self) -> None:
+        """
+        Cut every relay at once, both ends: a stopping listener's drain time is over.
+        """
+        for relay in list(self.relays):
+            relay.abort()

@@ -309,8 +309,9 @@ class ServerTLS:
     its default certificate, then switches to the certificate for the name the
     client sends by SNI.
 
-    L{reload} reads the files again; new handshakes use what it loaded, and
-    connections already made keep theirs.
+    L{reload} reads the files again, and L{configure} takes new settings;
+    new handshakes use what they loaded, and connections already made keep
+    theirs.
 
     @ivar settings: the listener's TLS configuration.
     """
@@ -326,11 +327,19 @@ class ServerTLS:
         self._alpn = tuple(alpn)
         self._contexts = self._load()
 
-    def _load(self) -> _Contexts:
-        pairs = tuple(load_key_pair(entry) for entry in self.settings.certificates)
-        contexts = tuple(
-            _context(pair, self.settings, self._alpn, self._server_name) for pair in pairs
-        )
+    def _load(
+        self, settings: config.TLS | None = None, alpn: tuple[bytes, ...] | None = None
+    ) -> _Contexts:
+        """
+        Read the files of C{settings} (by default, those in use) and make
+        their contexts, offering C{alpn} (by default, what is offered now).
+
+        @raise CertificateError: when a file cannot be used.
+        """
+        settings = self.settings if settings is None else settings
+        alpn = self._alpn if alpn is None else alpn
+        pairs = tuple(load_key_pair(entry) for entry in settings.certificates)
+        contexts = tuple(_context(pair, settings, alpn, self._server_name) for pair in pairs)
         return _Contexts(contexts, NameTable([pair.names for pair in pairs]), pairs)
 
     @property
@@ -358,8 +367,20 @@ class ServerTLS:
         @return: whether the new files were taken; when one cannot be used, the
             error is logged and the certificates in use stay.
         """
+        return self.configure(self.settings, self._alpn)
+
+    def configure(self, settings: config.TLS, alpn: Sequence[bytes] = ()) -> bool:
+        """
+        Take a listener's new TLS settings, as a reload that keeps the
+        listener does, reading their files: new handshakes use them.
+
+        @param alpn: the protocols offered by ALPN from now on, by preference.
+        @return: whether they were taken; when a file cannot be used, the
+            error is logged and the settings and certificates in use stay.
+        """
+        offered = tuple(alpn)
         try:
-            contexts = self._load()
+            contexts = self._load(settings, offered)
         except CertificateError as e:
             self._log.error(
                 "TLS reload refused, keeping the certificates in use: {path}: {reason}",
@@ -367,6 +388,8 @@ class ServerTLS:
                 reason=e.reason,
             )
             return False
+        self.settings = settings
+        self._alpn = offered
         self._contexts = contexts
         self._log.info(
             "TLS certificates reloaded: {names}",

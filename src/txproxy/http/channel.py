@@ -189,10 +189,14 @@ class ClientChannel(Protocol):
 
     def go_away(self) -> None:
         """
-        Close the connection once what it has buffered is written, as when
-        the listener stops.
+        Close the connection gracefully, as when the listener stops: at once
+        if no request is in flight, else once its response is written (the
+        factory no longer C{accepting}, the response ends the connection). A
+        tunnel goes on until either side closes it.
         """
-        self.transport.loseConnection()
+        if self._request is None and self._tunnel is None:
+            self._cancel_timer()
+            self.transport.loseConnection()
 
     def _process(self) -> None:
         if self._processing:
@@ -341,7 +345,7 @@ class ClientChannel(Protocol):
         self._exchange = None
         self._request = None
         self._framing = None
-        if close:
+        if close or not self.factory.accepting:
             self._cancel_timer()
             self.transport.loseConnection()
             return

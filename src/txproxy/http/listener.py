@@ -57,6 +57,9 @@ class HTTPFactory(Factory[ClientChannel]):
     Makes a L{ClientChannel} per client of one HTTP listener, and decides,
     for each request, which route and pool take it.
 
+    A reload gives it the listener's new settings with L{configure}: open
+    connections keep going, and their next requests follow the new routes.
+
     @ivar limits: the listener's limits, every field set.
     @ivar channels: the client connections now open.
     @ivar accepting: L{False} once the listener is shutting down: responses
@@ -74,30 +77,54 @@ class HTTPFactory(Factory[ClientChannel]):
         clock: IReactorTime,
         access_log: AccessLog | None,
     ) -> None:
+        """
+        @param pools: the runtime pools by name, and C{idle} their idle
+            upstream connections: the service's own mappings, which a reload
+            changes in place.
+        @param access_log: where requests are logged, or L{None}.
+        """
         self.clock = clock
+        self.pools = pools
+        self.idle = idle
+        self.access_log = access_log
+        self.channels: set[ClientChannel | H2Channel] = set()
+        self.accepting = True
+        self._all_closed: list[Deferred[None]] = []
+        self.configure(listener)
+
+    def configure(self, listener: config.HTTPListener) -> None:
+        """
+        Take a listener's settings, as at start and on each reload: its
+        routes (with the pools' C{retries}), limits, redirect, h2c and client
+        certificate fields.
+
+        Requests from now on, on open connections too, are routed by them;
+        exchanges in flight keep what they started with. The listener's TLS
+        and access log are not the factory's: the service gives those.
+        Every pool the routes name must be in C{pools} and C{idle}.
+        """
         tls = listener.tls
+        scheme = b"https" if tls is not None else b"http"
+        limits = listener.limits.over(config.HTTP_LIMITS)
+        # Made before anything changes, so that a missing pool changes nothing.
+        settings = {
+            id(route): self._settings_for(route, self.idle[route.pool.name], scheme, limits)
+            for route in listener.routes
+        }
         self.router = Router(listener.routes, *_listener_edits(tls))
         self.client_certificates = (
             tls is not None and tls.verify_client != "none" and tls.client_certificate_headers
         )
         self.redirect_port = listener.http_to_https
         self.h2c = listener.h2c
-        self.limits = listener.limits.over(config.HTTP_LIMITS)
-        self.pools = pools
-        self.access_log = access_log
-        self.channels: set[ClientChannel | H2Channel] = set()
-        self.accepting = True
-        self._all_closed: list[Deferred[None]] = []
-        scheme = b"https" if listener.tls is not None else b"http"
-        self._settings = {
-            id(route): self._settings_for(route, idle[route.pool.name], scheme)
-            for route in listener.routes
-        }
+        self.limits = limits
+        self._settings = settings
 
+    @staticmethod
     def _settings_for(
-        self, route: config.Route, idle: IdleUpstreams, scheme: bytes
+        route: config.Route, idle: IdleUpstreams, scheme: bytes, listener_limits: config.Limits
     ) -> ExchangeSettings:
-        limits = route.limits.over(self.limits) if route.limits is not None else self.limits
+        limits = route.limits.over(listener_limits) if route.limits is not None else listener_limits
         assert limits.upstream_connect_timeout is not None
         assert limits.upstream_response_timeout is not None
         return ExchangeSettings(
@@ -205,7 +232,11 @@ class HTTPFactory(Factory[ClientChannel]):
 
     def close_connections(self) -> Deferred[None]:
         """
-        Close every client connection once what it has buffered is written.
+        Close every client connection gracefully, as a stopping listener
+        does: an idle one at once, one with a request in flight once its
+        response is written (HTTP/2: GOAWAY, then once its open streams are
+        answered). Tunnels after a protocol switch go on until either side
+        closes them, or L{abort_connections}.
 
         @return: a L{Deferred} that fires once every client connection is gone.
         """
@@ -217,3 +248,11 @@ class HTTPFactory(Factory[ClientChannel]):
         for channel in list(self.channels):
             channel.go_away()
         return closed
+
+    def abort_connections(self) -> None:
+        """
+        Cut every client connection at once: a stopping listener's drain time is over.
+        """
+        self.accepting = False
+        for channel in list(self.channels):
+            channel.transport.abortConnection()

@@ -20,8 +20,10 @@ from txproxy.endpoints import connect_upstream
 from txproxy.http.events import ResponseEvent
 from txproxy.http.parsing import ResponseReader
 from txproxy.interfaces import IProxyTransport
-from txproxy.pool import ServerState
+from txproxy.pool import ServerState, ServerStatus
 from txproxy.tcp import RelayEnd
+
+_NO_NEW_WORK = frozenset({ServerStatus.DRAINING, ServerStatus.DISABLED})
 
 
 class ResponseSink(TypingProtocol):
@@ -49,6 +51,8 @@ class UpstreamProtocol(Protocol):
     @ivar received: whether any byte of the current response has arrived.
     @ivar requests: how many requests it has carried.
     @ivar tunnel: after a protocol switch, its end of the raw relay.
+    @ivar tls: how it speaks TLS to the server, or L{None}: the server's
+        C{tls} when it connected, which a reload may have replaced since.
     """
 
     _log = Logger()
@@ -63,6 +67,7 @@ class UpstreamProtocol(Protocol):
         self.received = False
         self.requests = 0
         self.idle_since = 0.0
+        self.tls = server.tls
         self._idle = idle
 
     def use(self, sink: ResponseSink, method: bytes) -> None:
@@ -116,6 +121,11 @@ class IdleUpstreams:
     Expiry costs no timer per request: each connection notes when it went
     idle, a connection past its time is never handed out, and one timer, set
     for the earliest expiry, closes those that expired.
+
+    A connection is kept only while its server may take new requests and
+    speaks the TLS it connected with: one to a server draining or disabled
+    (one a reload or an operator removes), or whose TLS a reload replaced,
+    closes once its exchange is over instead.
     """
 
     _log = Logger()
@@ -155,7 +165,15 @@ class IdleUpstreams:
         """
         Open a new connection to C{server}.
         """
-        factory = Factory.forProtocol(lambda: UpstreamProtocol(server, self))
+        tls = server.tls
+
+        def build() -> UpstreamProtocol:
+            upstream = UpstreamProtocol(server, self)
+            # The TLS it connects with, should a reload replace the server's meanwhile.
+            upstream.tls = tls
+            return upstream
+
+        factory = Factory.forProtocol(build)
         factory.noisy = False
         return cast(
             "Deferred[UpstreamProtocol]", connect_upstream(self._reactor, server, factory, timeout)
@@ -166,7 +184,11 @@ class IdleUpstreams:
         Keep a connection whose exchange is over, or close it if the cache is full.
         """
         upstream.sink = None
-        idle = self._idle.setdefault(upstream.server.address, [])
+        server = upstream.server
+        if server.status in _NO_NEW_WORK or upstream.tls is not server.tls:
+            upstream.transport.loseConnection()
+            return
+        idle = self._idle.setdefault(server.address, [])
         if len(idle) >= self.max_idle:
             upstream.transport.loseConnection()
             return
@@ -189,6 +211,27 @@ class IdleUpstreams:
                 earliest = idle[0].idle_since
         if earliest is not None:
             self._sweep = self._clock.callLater(earliest + self.idle_timeout - now, self._expire)
+
+    def configure(self, max_idle: int, idle_timeout: float) -> None:
+        """
+        Take new settings, as a reload of the pool's C{keepalive} and
+        C{keepalive_timeout} does: connections past the new C{max_idle} of a
+        server close now, the oldest first; the new C{idle_timeout} applies
+        to every connection kept.
+        """
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        for idle in self._idle.values():
+            while len(idle) > max_idle:
+                idle.pop(0).transport.loseConnection()
+
+    def drop(self, address: str) -> None:
+        """
+        Close the idle connections to the server at C{address} now, as when
+        it leaves its pool or its TLS changes: none is handed out again.
+        """
+        for upstream in self._idle.pop(address, []):
+            upstream.transport.loseConnection()
 
     def discard(self, upstream: UpstreamProtocol) -> None:
         """
