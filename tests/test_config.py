@@ -5,8 +5,10 @@ Tests for L{txproxy.config}: the configuration classes, their checks, and L{load
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import re
+import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from ipaddress import ip_network
@@ -699,6 +701,19 @@ class RouteTests(_ConfigTestCase):
         )
 
 
+_MISSING = object()
+
+
+def _restore_module(name: str, module: object) -> None:
+    """
+    Put back the entry of C{sys.modules} for C{name}, or remove it if C{module} is C{_MISSING}.
+    """
+    if module is _MISSING:
+        sys.modules.pop(name, None)
+    else:
+        sys.modules[name] = module  # type: ignore[assignment]
+
+
 class CacheAndCompressionTests(_ConfigTestCase):
     """
     Tests for L{Cache} and L{Compression}.
@@ -715,13 +730,38 @@ class CacheAndCompressionTests(_ConfigTestCase):
 
     def test_compression_level_and_algorithms(self) -> None:
         """
-        The level is 1-9 and the algorithms are C{br} and C{gzip}.
+        The level is 1-9 and the algorithms are C{br}, C{gzip} and C{zstd}.
         """
         self.assertEqual(Compression(algorithms=["gzip"]).algorithms, ("gzip",))
         self.assertEqual(self.rejected(Compression, level=10), ("level", "must be 1-9, not 10"))
         self.assertEqual(
-            self.rejected(Compression, algorithms=["gzip", "zstd"]),
-            ("algorithms[1]", "must be one of 'br', 'gzip', not 'zstd'"),
+            self.rejected(Compression, algorithms=["gzip", "deflate"]),
+            ("algorithms[1]", "must be one of 'br', 'gzip', 'zstd', not 'deflate'"),
+        )
+
+    def test_compression_types(self) -> None:
+        """
+        Media types may be patterns such as C{text/*}; a type needs a slash.
+        """
+        self.assertEqual(
+            Compression(types=["text/*", "application/json"]).types,
+            ("text/*", "application/json"),
+        )
+        self.assertEqual(self.rejected(Compression, types=["json"])[0], "types[0]")
+
+    def test_zstd_needs_zstandard(self) -> None:
+        """
+        C{zstd} is accepted when the C{zstandard} package can be imported, and
+        rejected, naming the package, when it cannot.
+        """
+        if importlib.util.find_spec("zstandard") is not None:
+            self.assertEqual(Compression(algorithms=["zstd"]).algorithms, ("zstd",))
+        # importlib finds no module that sys.modules maps to None.
+        self.addCleanup(_restore_module, "zstandard", sys.modules.get("zstandard", _MISSING))
+        sys.modules["zstandard"] = None  # type: ignore[assignment]
+        self.assertEqual(
+            self.rejected(Compression, algorithms=["br", "zstd"]),
+            ("algorithms[1]", "needs the zstandard package: pip install 'txproxy[zstd]'"),
         )
 
 

@@ -17,6 +17,7 @@ C{Route.rewrite} patterns compiled ones.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import io
 import os
@@ -26,7 +27,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextvars import ContextVar
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_network
 from types import FrameType
-from typing import TypeGuard, TypeVar
+from typing import TYPE_CHECKING, TypeGuard, TypeVar
 
 from attrs import Attribute, define, evolve, field, fields, frozen
 from twisted.internet.endpoints import (
@@ -39,6 +40,9 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from zope.interface.interface import InterfaceClass
 
 from txproxy.interfaces import IBalancer, IServiceFactory
+
+if TYPE_CHECKING:
+    from txproxy.http.events import RequestHead
 
 __all__ = [
     "BALANCER_NAMES",
@@ -972,23 +976,68 @@ connections are kept for ten minutes.
 """
 
 
+def _key_function(value: object) -> str | None:
+    """
+    Check a cache key function: one that takes the URL and the request head.
+    """
+    if not callable(value):
+        return f"must be a function of (url, head), not {_shown(value)}"
+    try:
+        inspect.signature(value).bind("url", "head")
+    except TypeError:
+        return "must take two arguments, the URL and the request head"
+    except ValueError:
+        pass  # A callable without a signature to check, such as some builtins.
+    return None
+
+
 @frozen
 class Cache(_Declared):
     """
     Caching of a route's responses in memory, as their C{Cache-Control} allows.
 
-    @ivar max_size: the most bytes the cache holds.
-    @ivar max_object_size: the most bytes of one response it keeps.
-    @ivar default_ttl: seconds a response that sets no lifetime is kept; C{0}
-        for not at all.
+    The cache is shared, as RFC 9111 says of a proxy's: C{s-maxage} counts,
+    C{private} responses are not kept, and a response is served only to
+    requests whose C{Vary} fields match the one that got it.
+
+    @ivar max_size: the most bytes the cache holds: bodies, header fields
+        and a small overhead per response. The least recently used responses
+        are dropped to make room.
+    @ivar max_object_size: the most bytes of one response it keeps; a
+        larger response is passed on and not kept.
+    @ivar default_ttl: the most seconds of freshness given to a response
+        that sets no lifetime (no C{max-age}, C{s-maxage} or C{Expires}) and
+        whose status RFC 9111 section 4.2.2 lets a cache guess one for, such
+        as 200, 301 or 404: a tenth of the time since its C{Last-Modified},
+        up to C{default_ttl}, or C{default_ttl} when it has none; C{0} for
+        no such guesses.
     @ivar stale_if_error: seconds past its lifetime a response may still be
-        served while the servers fail.
+        served while the servers fail, unless the response says otherwise
+        (C{stale-if-error}, C{must-revalidate}, C{s-maxage}...).
+    @ivar stale_while_revalidate: seconds past its lifetime a response may
+        still be served, while txproxy revalidates it in the background,
+        unless the response says otherwise (C{stale-while-revalidate},
+        C{must-revalidate}, C{s-maxage}...).
+    @ivar collapse_timeout: seconds a request for a response being fetched
+        waits for that fetch rather than going to a server itself; C{0} for
+        no waiting.
+    @ivar key: a function of the request's URL (a C{str} such as
+        C{"https://example.com/a?b=1"}, scheme and host in lower case) and
+        its C{txproxy.http.events.RequestHead}, returning the C{str} key its
+        responses are stored under, or L{None} for the URL itself. For
+        example, C{lambda url, head: url.partition("?")[0]} ignores query
+        strings. Purging by URL still finds responses stored under any key.
     """
 
     max_size: int = field(default=64 * 1024 * 1024, validator=_checked(_integer(1)))
     max_object_size: int = field(default=8 * 1024 * 1024, validator=_checked(_integer(1)))
     default_ttl: float = field(default=0.0, validator=_checked(_number(0)))
     stale_if_error: float = field(default=0.0, validator=_checked(_number(0)))
+    stale_while_revalidate: float = field(default=0.0, validator=_checked(_number(0)))
+    collapse_timeout: float = field(default=5.0, validator=_checked(_number(0)))
+    key: Callable[[str, RequestHead], str] | None = field(
+        default=None, validator=_checked(_optional(_key_function))
+    )
 
     @max_object_size.validator
     def _fits(self, attribute: Attribute[object], value: object) -> None:
@@ -1001,15 +1050,31 @@ class Cache(_Declared):
             )
 
 
+_known_algorithm = _one_of({"br", "gzip", "zstd"})
+
+
+def _algorithm(value: object) -> str | None:
+    """
+    Check a compression algorithm: a known one, whose package is installed.
+    """
+    message = _known_algorithm(value)
+    if message is None and value == "zstd" and importlib.util.find_spec("zstandard") is None:
+        message = "needs the zstandard package: pip install 'txproxy[zstd]'"
+    return message
+
+
 @frozen
 class Compression(_Declared):
     """
     Compression of a route's responses, for clients that accept it.
 
-    @ivar types: the media types to compress.
+    @ivar types: the media types to compress, such as C{"application/json"};
+        C{"text/*"} names every text type.
     @ivar min_length: the fewest bytes worth compressing.
     @ivar level: from 1, fastest, to 9, smallest.
-    @ivar algorithms: C{"br"} and C{"gzip"}, in the order txproxy prefers them.
+    @ivar algorithms: the codings offered, in the order txproxy prefers them:
+        C{"br"}, C{"gzip"}, and C{"zstd"} when the C{zstandard} package is
+        installed (C{pip install 'txproxy[zstd]'}).
     """
 
     types: tuple[str, ...] = field(
@@ -1034,7 +1099,7 @@ class Compression(_Declared):
         validator=_checked(
             _required("compression needs at least one algorithm"),
             _collection,
-            each=_one_of({"br", "gzip"}),
+            each=_algorithm,
         ),
     )
 

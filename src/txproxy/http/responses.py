@@ -12,7 +12,7 @@ from attrs import field, frozen
 
 from txproxy.http.events import Headers
 
-__all__ = ["CLOSING_STATUSES", "LocalResponse", "local_response", "redirect"]
+__all__ = ["CLOSING_STATUSES", "LocalResponse", "accept_weight", "local_response", "redirect"]
 
 # RFC 9110 section 15: the reason phrases, 413 by its new name (15.5.14).
 _REASONS = {
@@ -96,9 +96,9 @@ class LocalResponse:
         return self._head if head_only else self._message
 
 
-def _quality(parameters: list[bytes]) -> float | None:
+def accept_weight(parameters: list[bytes]) -> float | None:
     """
-    The C{q} weight among the parameters of an C{Accept} member: 1 if not
+    The C{q} weight among the parameters of an C{Accept} or C{Accept-Encoding} member: 1 if not
     given, L{None} if not a number from 0 to 1.
     """
     for parameter in parameters:
@@ -127,7 +127,7 @@ def _prefers_html(accept: bytes) -> bool:
     for member in accept.split(b","):
         media_range, *parameters = member.split(b";")
         media_range = media_range.strip().lower()
-        quality = _quality(parameters)
+        quality = accept_weight(parameters)
         if quality is None:
             continue
         for wanted, best in ((b"text/html", html), (b"text/plain", plain)):
