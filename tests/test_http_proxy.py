@@ -4,6 +4,7 @@ Integration tests for the HTTP listener: real clients, txproxy and origins on lo
 
 from __future__ import annotations
 
+import gzip
 import json
 
 from twisted.internet import reactor
@@ -388,6 +389,42 @@ class HTTPProxyTests(TestCase):
         data = yield queued.closed
         self.assertEqual(split_response(data)[0], 200)
         self.assertEqual(description(data)["uri"], "/q")
+
+    @inlineCallbacks
+    def test_compression(self) -> Deferred[None]:
+        """
+        A route with compression sends a client that accepts gzip the body
+        gzipped and chunked, with C{Vary: Accept-Encoding}; one that accepts
+        nothing gets it as the server sent it.
+        """
+        origin = start_origin(self)
+        pool = config.Pool("web", servers=[config.Server(f"127.0.0.1:{origin.getHost().port}")])
+        route = config.Route(pool, compression=config.Compression(min_length=0))
+        port = self.proxy(origin, routes=[route])
+        data = yield self.exchange(
+            port,
+            b"GET /a HTTP/1.1\r\nHost: a\r\nAccept-Encoding: br;q=0.5, gzip\r\n"
+            b"Connection: close\r\n\r\n",
+        )
+        status, headers, rest = split_response(data)
+        self.assertEqual(status, 200)
+        self.assertEqual(headers[b"content-encoding"], [b"gzip"])
+        self.assertEqual(headers[b"transfer-encoding"], [b"chunked"])
+        self.assertIn(b"Accept-Encoding", b",".join(headers[b"vary"]))
+        self.assertNotIn(b"content-length", headers)
+        body = b""
+        while True:
+            size, _, rest = rest.partition(b"\r\n")
+            length = int(size, 16)
+            if length == 0:
+                break
+            body, rest = body + rest[:length], rest[length + 2 :]
+        self.assertEqual(json.loads(gzip.decompress(body))["uri"], "/a")
+
+        data = yield self.exchange(port, b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        status, headers, rest = split_response(data)
+        self.assertNotIn(b"content-encoding", headers)
+        self.assertEqual(json.loads(rest)["uri"], "/a")
 
     @inlineCallbacks
     def test_bodiless_responses(self) -> Deferred[None]:

@@ -23,6 +23,7 @@ from txproxy.http.events import (
     ResponseEvent,
     ResponseHead,
 )
+from txproxy.http.compression import Encoder, decide
 from txproxy.http.headers import forward_request_headers, forward_response_headers
 from txproxy.http.routing import RoutePlan
 from txproxy.http.upstream import IdleUpstreams, UpstreamProtocol
@@ -166,6 +167,8 @@ class Exchange:
         self._waiting: Deferred[Lease] | None = None
         self._sent = False
         self._response: ResponseHead | None = None
+        # Compresses the response body, where the route and the client ask.
+        self._encoder: Encoder | None = None
         self._done = False
         self.upstream_address = "-"
 
@@ -299,10 +302,20 @@ class Exchange:
             if self._done:
                 return
             if isinstance(event, BodyChunk):
-                client.send_body(event.data)
+                if self._encoder is None:
+                    client.send_body(event.data)
+                else:
+                    # An empty chunk would end a chunked body early.
+                    data = self._encoder.compress(event.data)
+                    if data:
+                        client.send_body(data)
             elif isinstance(event, ResponseHead):
                 self._response_head(event)
             elif isinstance(event, EndOfMessage):
+                if self._encoder is not None:
+                    tail = self._encoder.finish()
+                    if tail:
+                        client.send_body(tail)
                 self._response_end()
             elif isinstance(event, BadMessage):
                 self._log.warn(
@@ -330,6 +343,12 @@ class Exchange:
         if 100 <= response.status < 200 and response.status != 101:
             self._client.send_interim(response, headers)
             return
+        compression = self._plan.route.compression
+        if compression is not None:
+            plan = decide(compression, self.head, response, headers)
+            if plan is not None:
+                response, headers = plan.response, plan.headers
+                self._encoder = plan.encoder()
         self._response = response
         self._client.start_response(response, headers)
 
