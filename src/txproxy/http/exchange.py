@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from txproxy.http.compression import Encoder, decide
 from txproxy.http.events import (
     BadMessage,
     BodyChunk,
@@ -23,7 +24,6 @@ from txproxy.http.events import (
     ResponseEvent,
     ResponseHead,
 )
-from txproxy.http.compression import Encoder, decide
 from txproxy.http.headers import forward_request_headers, forward_response_headers
 from txproxy.http.routing import RoutePlan
 from txproxy.http.upstream import IdleUpstreams, UpstreamProtocol
