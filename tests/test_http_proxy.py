@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -389,6 +390,22 @@ class HTTPProxyTests(TestCase):
         data = yield queued.closed
         self.assertEqual(split_response(data)[0], 200)
         self.assertEqual(description(data)["uri"], "/q")
+
+    @inlineCallbacks
+    def test_no_delay(self) -> Deferred[None]:
+        """
+        Client connections have Nagle's algorithm off, as nginx's
+        C{tcp_nodelay}: a response never waits for an earlier write's ACK.
+        """
+        port = self.proxy(start_origin(self))
+        client: RawClient = yield connect_raw(port)
+        client.transport.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        yield client.wait_for(b"}")
+        [channel] = self.service.listeners[0].factory.channels
+        handle = channel.transport.getHandle()
+        self.assertTrue(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        client.transport.loseConnection()
+        yield client.closed
 
     @inlineCallbacks
     def test_compression(self) -> Deferred[None]:

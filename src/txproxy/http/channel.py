@@ -10,7 +10,12 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING
 
-from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IPushProducer
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IPushProducer,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -133,6 +138,10 @@ class ClientChannel(Protocol):
         # What the balancer may know of this client, made once per connection.
         self.pick_context = PickContext(client=self.peer, hash_key=client_hash_key(self.peer))
         self._sniffing = factory.h2c
+        if ITCPTransport.providedBy(self.transport):
+            # As nginx's tcp_nodelay: a response must not wait for the ACK of
+            # what went before it (over TLS 1.3, the session tickets).
+            self.transport.setTcpNoDelay(True)
         assert factory.limits.client_header_timeout is not None
         self._wait(Waiting.HEAD, factory.limits.client_header_timeout)
 
