@@ -1,5 +1,6 @@
 """
-What a benchmark run measures: wrk's load on a target, and its memory with idle connections.
+What a benchmark run measures: the scenarios, wrk's load on a target, the CPU
+it spends, and its memory with idle connections.
 """
 
 from __future__ import annotations
@@ -27,20 +28,35 @@ WRK_TIMEOUT = "10s"
 # One run of wrk may take this long past its duration before it is killed.
 WRK_GRACE = 30.0
 
+PLAIN_KINDS = ("origin", "http", "tcp")
+TLS_KINDS = ("tls",)
+
 
 @dataclass(frozen=True)
 class Scenario:
     """
-    One load wrk puts on a target.
+    One load put on a target.
 
     @ivar name: how the report names it.
     @ivar path: the path requested.
-    @ivar close: whether each request asks for C{Connection: close}.
+    @ivar close: whether each request asks for C{Connection: close}, on a new
+        connection each.
+    @ivar tool: what loads it: C{"wrk"}, C{"s_time"} (full TLS handshakes,
+        bench/tls.py) or C{"h2load"} (HTTP/2, bench/tls.py).
+    @ivar kinds: the kinds of target it loads.
     """
 
     name: str
     path: str
     close: bool
+    tool: str = "wrk"
+    kinds: tuple[str, ...] = PLAIN_KINDS
+
+    def loads(self, target: Target) -> bool:
+        """
+        Whether this scenario runs on C{target}.
+        """
+        return target.kind in self.kinds and self.tool in target.tools
 
 
 SCENARIOS = (
@@ -48,6 +64,9 @@ SCENARIOS = (
     Scenario("small close", "/small", close=True),
     Scenario("large keep-alive", "/large", close=False),
     Scenario("large close", "/large", close=True),
+    Scenario("TLS new connections", "/small", close=True, tool="s_time", kinds=TLS_KINDS),
+    Scenario("HTTPS keep-alive", "/small", close=False, kinds=TLS_KINDS),
+    Scenario("HTTP/2", "/small", close=False, tool="h2load", kinds=TLS_KINDS),
 )
 
 
@@ -61,6 +80,8 @@ class Settings:
     @ivar connections: wrk's connections.
     @ivar idle: idle connections held for the memory measurement.
     @ivar rounds: how many times each scenario is run on each target.
+    @ivar handshake_clients: openssl s_time processes making new TLS
+        connections at once, each one at a time.
     """
 
     duration: int
@@ -68,31 +89,46 @@ class Settings:
     connections: int
     idle: int
     rounds: int
+    handshake_clients: int = 32
 
 
 @dataclass(frozen=True)
 class Measurement:
     """
-    What one run of wrk measured.
+    What one run of a load tool measured.
 
     @ivar requests_per_second: requests completed per second.
-    @ivar p50: median latency, in milliseconds.
-    @ivar p99: 99th percentile latency, in milliseconds.
-    @ivar errors: wrk's error counts (connect, read, write, status: non-2xx or
-        3xx responses, timeout), those above zero only.
+    @ivar p50: median latency, in milliseconds, or L{None} if the tool gives none.
+    @ivar p99: 99th percentile latency, in milliseconds, or L{None}.
+    @ivar errors: the tool's error counts (for wrk: connect, read, write,
+        status: non-2xx or 3xx responses, timeout), those above zero only.
+    @ivar requests: requests completed.
+    @ivar cpu_per_request: the CPU time (user and system) the target and its
+        children spent during the run, per request completed, in
+        microseconds; or L{None} if not measured.
     """
 
     requests_per_second: float
-    p50: float
-    p99: float
+    p50: float | None
+    p99: float | None
     errors: dict[str, int]
+    requests: int = 0
+    cpu_per_request: float | None = None
 
 
 def run_wrk(
-    supervisor: Supervisor, port: int, scenario: Scenario, duration: int, connections: int
+    supervisor: Supervisor,
+    port: int,
+    scenario: Scenario,
+    duration: int,
+    connections: int,
+    scheme: str = "http",
 ) -> Measurement:
     """
     Load a target with wrk, one thread, for C{duration} seconds.
+
+    Over https, wrk offers no ALPN (so every server speaks HTTP/1.1) and
+    resumes its TLS session when it reconnects.
 
     @raise RunFailed: if wrk fails or completes no request.
     """
@@ -103,7 +139,7 @@ def run_wrk(
     argv += ["-s", str(BENCH / "wrk_json.lua")]
     if scenario.close:
         argv += ["-H", "Connection: close"]
-    argv.append(f"http://127.0.0.1:{port}{scenario.path}")
+    argv.append(f"{scheme}://127.0.0.1:{port}{scenario.path}")
     output = supervisor.run("wrk", argv, duration + WRK_GRACE)
     found = re.search(r"^BENCH-JSON (.*)$", output, re.MULTILINE)
     if found is None:
@@ -116,6 +152,7 @@ def run_wrk(
         p50=numbers["p50_us"] / 1000,
         p99=numbers["p99_us"] / 1000,
         errors={name: count for name, count in numbers["errors"].items() if count},
+        requests=numbers["requests"],
     )
 
 
@@ -154,6 +191,23 @@ def tree_rss(pid: int) -> int:
         found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
         total += int(found.group(1)) if found else 0
     return total
+
+
+def tree_cpu(pid: int) -> float:
+    """
+    The CPU time, user and system, that C{pid} and its descendants have spent, in seconds.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for each in process_tree(pid):
+        try:
+            stat = Path(f"/proc/{each}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        # utime and stime, fields 14 and 15 of proc(5), counting from the pid.
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def tree_open_files(pid: int) -> int:
@@ -260,6 +314,8 @@ class Outcome:
     @ivar failures: by scenario name, why the last failed run gave nothing.
     @ivar memory: its idle-connection memory, if measured.
     @ivar rss_after_load: its RSS after the last load, in KiB, if measured.
+    @ivar negotiated: for a TLS target, the protocol version and cipher its
+        probe negotiated, in a few words.
     """
 
     target: Target
@@ -268,6 +324,7 @@ class Outcome:
     failures: dict[str, str] = field(default_factory=dict)
     memory: IdleMemory | None = None
     rss_after_load: int | None = None
+    negotiated: str | None = None
 
     def result(self, scenario: str) -> Measurement | str | None:
         """
@@ -283,7 +340,17 @@ class Outcome:
                 errors[name] = errors.get(name, 0) + count
         return Measurement(
             requests_per_second=statistics.median(run.requests_per_second for run in runs),
-            p50=statistics.median(run.p50 for run in runs),
-            p99=statistics.median(run.p99 for run in runs),
+            p50=_median([run.p50 for run in runs]),
+            p99=_median([run.p99 for run in runs]),
             errors=errors,
+            requests=sum(run.requests for run in runs),
+            cpu_per_request=_median([run.cpu_per_request for run in runs]),
         )
+
+
+def _median(values: list[float | None]) -> float | None:
+    """
+    The median of C{values}, or L{None} if any is missing.
+    """
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present and len(present) == len(values) else None

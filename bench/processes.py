@@ -135,9 +135,15 @@ class Supervisor:
     def __exit__(self, *exc_info: object) -> None:
         self.stop_all()
 
-    def start(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Process:
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Process:
         """
-        Start C{argv} in the background, in C{directory}.
+        Start C{argv} in the background, in C{cwd} or else C{directory}.
 
         @param name: its name, also the name of its log file.
         @param env: variables set on top of this process's environment.
@@ -149,7 +155,7 @@ class Supervisor:
             try:
                 popen = subprocess.Popen(
                     list(argv),
-                    cwd=self.directory,
+                    cwd=cwd or self.directory,
                     env=environment,
                     stdin=subprocess.DEVNULL,
                     stdout=output,

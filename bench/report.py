@@ -19,7 +19,16 @@ from pathlib import Path
 
 from measurements import SCENARIOS, Measurement, Outcome, Settings
 from processes import capture
-from targets import LARGE_BODY, NGINX, PORTFORWARD, REVERSE_PROXY, SMALL_BODY, find_tool
+from targets import (
+    LARGE_BODY,
+    NGINX,
+    NGINX_TLS,
+    PORTFORWARD,
+    REVERSE_PROXY,
+    SMALL_BODY,
+    find_tool,
+)
+from tls import H2_CLIENTS, H2_STREAMS
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -74,36 +83,62 @@ def errors_in_words(errors: dict[str, int]) -> str:
     return ", ".join(f"{count} {name}" for name, count in errors.items())
 
 
-def results_table(outcomes: Sequence[Outcome], kinds: tuple[str, ...], base: str) -> list[str]:
+def _milliseconds(value: float | None) -> str:
+    """
+    A latency to two places, or a dash when the tool gave none.
+    """
+    return "—" if value is None else f"{value:.2f}"
+
+
+def results_table(
+    outcomes: Sequence[Outcome], kinds: tuple[str, ...], base: str, cpu: bool = False
+) -> list[str]:
     """
     The load table of the targets of C{kinds}: one row per scenario and target,
-    with ratios to C{base}, and for HTTP also to ReverseProxyResource.
+    with ratios to C{base}, for HTTP also to ReverseProxyResource, and with
+    C{cpu} the target's CPU time per request and its ratio to C{base}'s.
     """
     http = "http" in kinds
-    header = ["scenario", "target", "req/s", "p50 ms", "p99 ms", f"req/s ÷ {base}"]
-    header += [f"p99 ÷ {base}"]
+    header = ["scenario", "target", "req/s", "p50 ms", "p99 ms"]
+    if cpu:
+        header.append("CPU µs/req")
+    header += [f"req/s ÷ {base}", f"p99 ÷ {base}"]
+    if cpu:
+        header.append(f"CPU ÷ {base}")
     if http:
         header.append(f"req/s ÷ {REVERSE_PROXY}")
     header.append("errors")
     rows = []
     for scenario in SCENARIOS:
+        if not set(scenario.kinds) & set(kinds):
+            continue
         reference = _measured(outcomes, base, scenario.name)
         slow = _measured(outcomes, REVERSE_PROXY, scenario.name)
         for outcome in outcomes:
-            if outcome.target.kind not in kinds or outcome.skipped:
+            target = outcome.target
+            if target.kind not in kinds or outcome.skipped or not scenario.loads(target):
                 continue
-            names = [scenario.name, outcome.target.name]
+            names = [scenario.name, target.name]
             measured = outcome.result(scenario.name)
             if not isinstance(measured, Measurement):
                 dashes = ["—"] * (len(header) - len(names) - 1)
                 rows.append([*names, *dashes, measured or "not run"])
                 continue
             rate, p99 = measured.requests_per_second, measured.p99
-            row = [*names, f"{rate:,.0f}", f"{measured.p50:.2f}", f"{p99:.2f}"]
+            row = [*names, f"{rate:,.0f}", _milliseconds(measured.p50), _milliseconds(p99)]
+            if cpu:
+                per_request = measured.cpu_per_request
+                row.append("—" if per_request is None else f"{per_request:,.0f}")
             row.append(_ratio(rate, reference.requests_per_second if reference else None))
             row.append(_ratio(p99, reference.p99 if reference else None))
+            if cpu:
+                row.append(
+                    _ratio(
+                        measured.cpu_per_request, reference.cpu_per_request if reference else None
+                    )
+                )
             if http:
-                proxied = outcome.target.kind == "http" and outcome.target.name != REVERSE_PROXY
+                proxied = target.kind == "http" and target.name != REVERSE_PROXY
                 row.append(_ratio(rate, slow.requests_per_second if slow and proxied else None))
             row.append(errors_in_words(measured.errors))
             rows.append(row)
@@ -173,7 +208,7 @@ class Goal:
 
 
 KEEP_ALIVE = ("small keep-alive", "large keep-alive")
-EVERY_SCENARIO = tuple(scenario.name for scenario in SCENARIOS)
+EVERY_SCENARIO = tuple(scenario.name for scenario in SCENARIOS if "http" in scenario.kinds)
 GOALS = (
     Goal("txproxy-http", NGINX, "requests_per_second", 0.4, True, KEEP_ALIVE),
     Goal("txproxy-http", REVERSE_PROXY, "requests_per_second", 5, True, KEEP_ALIVE),
@@ -228,14 +263,23 @@ def versions() -> str:
     The versions of the programs measured, in one line.
     """
     found = []
-    for tool, pattern in (
-        ("nginx", r"nginx/(\S+)"),
-        ("haproxy", r"version (\S+)"),
-        ("wrk", r"wrk (\S+)"),
+    for tool, option, pattern, note in (
+        ("nginx", "-v", r"nginx/(\S+)", ""),
+        ("haproxy", "-v", r"version (\S+)", ""),
+        ("wrk", "-v", r"wrk (\S+)", ""),
+        ("h2load", "--version", r"nghttp2/(\S+)", ""),
+        ("openssl", "version", r"OpenSSL (\S+)", " (s_time and s_server; the system's OpenSSL)"),
     ):
         path = find_tool(tool)
-        match = re.search(pattern, capture([path, "-v"])) if path else None
-        found.append(f"{tool} {match.group(1) if match else 'not installed'}")
+        match = re.search(pattern, capture([path, option])) if path else None
+        found.append(f"{tool} {match.group(1) + note if match else 'not installed'}")
+    try:
+        from OpenSSL import SSL
+
+        library = SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()
+        found.append(f"pyOpenSSL {version('pyOpenSSL')} on {library} (txproxy, twisted-tls)")
+    except ImportError:
+        found.append("pyOpenSSL not installed")
     try:
         found.append(f"Twisted {version('Twisted')}")
     except PackageNotFoundError:
@@ -275,6 +319,30 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model}), load average {load:.2f}"
 
 
+def tls_notes(outcomes: Sequence[Outcome], settings: Settings) -> list[str]:
+    """
+    What the TLS table's scenarios are, and what each TLS target negotiated.
+    """
+    negotiated = "; ".join(
+        f"{outcome.target.name} {outcome.negotiated}" for outcome in outcomes if outcome.negotiated
+    )
+    return [
+        f"- TLS new connections: `openssl s_time -new`, {settings.handshake_clients} processes "
+        "side by side, each making one connection at a time: a full handshake (never resumed; "
+        "an ECDSA P-256 certificate sent with its intermediate) and one `GET /small` with "
+        "`Connection: close`. s_time gives no latencies.",
+        f"- HTTPS keep-alive: wrk -t1 -c{settings.connections} over TLS, HTTP/1.1 (wrk offers "
+        f"no ALPN). HTTP/2: h2load -t1 -c{H2_CLIENTS} -m{H2_STREAMS}, h2 by ALPN; latencies "
+        "from its per-request log.",
+        "- CPU µs/req: the CPU time (user and system) the target spent per request, with its "
+        "children. Unlike req/s, it does not depend on how much of the machine the load tools "
+        "take, which for full handshakes is most of it.",
+        f"- Negotiated by the probe (Python's ssl, trusting only the run's root): {negotiated}."
+        if negotiated
+        else "- Negotiated by the probe: nothing (no TLS target answered).",
+    ]
+
+
 def report(
     outcomes: Sequence[Outcome],
     settings: Settings,
@@ -311,6 +379,15 @@ def report(
     tcp = results_table(outcomes, ("tcp",), PORTFORWARD)
     if tcp:
         lines += ["", f"### TCP relays, HTTP through them (ratios to {PORTFORWARD})", "", *tcp]
+    tls = results_table(outcomes, ("tls",), NGINX_TLS, cpu=True)
+    if tls:
+        lines += [
+            "",
+            f"### TLS termination (ratios to {NGINX_TLS})",
+            "",
+            *tls_notes(outcomes, settings),
+        ]
+        lines += ["", *tls]
     memory = memory_table(outcomes, settings.idle)
     if memory:
         lines += ["", f"### Memory with {settings.idle} idle client connections", "", *memory]

@@ -6,11 +6,15 @@ Benchmark txproxy against nginx, HAProxy and Twisted's own proxies, in one run o
 It starts one origin (nginx serving /small, 100 bytes, and /large, 64 KiB) and
 each proxy in front of it, every one a single process with a single worker:
 HTTP proxies (nginx, HAProxy, Twisted's ReverseProxyResource, txproxy's HTTP
-listener) and TCP relays (Twisted's portforward, txproxy's TCP listener,
-HAProxy in tcp mode, nginx stream). Each is measured fresh with idle client
-connections held open, for its memory; then wrk loads one target at a time,
-keep-alive and with C{Connection: close}, on both bodies. A target that does
-not start or answer is skipped, with the reason in the report.
+listener), TCP relays (Twisted's portforward, txproxy's TCP listener,
+HAProxy in tcp mode, nginx stream) and TLS terminators (nginx, HAProxy and
+txproxy with TLS, and a bare Twisted TLS server). Each plain one is measured
+fresh with idle client connections held open, for its memory; then wrk
+loads one target at a time, keep-alive and with C{Connection: close}, on
+both bodies; the TLS ones get new connections with full handshakes (openssl
+s_time), HTTPS keep-alive (wrk) and HTTP/2 (h2load). A target that does not
+start or answer is skipped, and a scenario that fails is reported as such,
+with the reason in the report.
 
 Everything runs on 127.0.0.1 on free ports, from a temporary directory, and
 every process started is ended when the run ends, however it ends. The report
@@ -19,12 +23,14 @@ progress goes to standard error.
 
 This module runs the command; beside it, C{processes} starts and ends every
 subprocess, C{targets} configures and starts each program measured,
-C{measurements} drives wrk and reads memory, and C{report} writes the tables.
+C{measurements} drives wrk and reads memory and CPU time, C{tls} drives
+s_time and h2load, and C{report} writes the tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import resource
 import signal
@@ -41,11 +47,13 @@ sys.dont_write_bytecode = True
 
 from measurements import (  # noqa: E402
     SCENARIOS,
+    Measurement,
     Outcome,
     Scenario,
     Settings,
     measure_idle,
     run_wrk,
+    tree_cpu,
     tree_rss,
 )
 from processes import (  # noqa: E402
@@ -57,7 +65,18 @@ from processes import (  # noqa: E402
     free_ports,
 )
 from report import errors_in_words, machine, report  # noqa: E402
-from targets import ORIGIN, TARGETS, TOOLS, Target, find_tool, probe  # noqa: E402
+from targets import (  # noqa: E402
+    ORIGIN,
+    TARGETS,
+    TLS_TOOLS,
+    TOOLS,
+    Target,
+    find_tool,
+    probe,
+    probe_context,
+    tls_files,
+)
+from tls import run_h2load, run_s_time  # noqa: E402
 
 # Room for the idle connections, wrk's, and those each process relays.
 OPEN_FILES = 16384
@@ -95,6 +114,10 @@ def start_target(
     Start a target in front of the origin and, once it answers, measure its
     memory with idle connections while it is fresh.
 
+    A TLS target is probed over TLS, trusting only the run's root, and its
+    memory is not measured: its programs' is, as HTTP targets, and idle TCP
+    connections that never start a handshake would say nothing more.
+
     @return: the running target, or L{None} if it failed to start or answer:
         it is then stopped, and C{outcome} says why it was skipped.
     """
@@ -104,43 +127,73 @@ def start_target(
     try:
         process = target.launch(supervisor, port, origin_port)
         supervisor.wait_until_listening(process, port, START_TIMEOUT)
-        probe(port)
+        context = None
+        if target.kind == "tls":
+            context = probe_context(tls_files(supervisor.directory))
+        outcome.negotiated = probe(port, context)
     except StartFailed as failed:
         outcome.skipped = failed.reason
         progress(f"{target.name}: skipped: {failed.reason}")
         if process is not None:
             supervisor.stop(process)
         return None
+    started = f"{target.name}: {target.description}: on 127.0.0.1:{port} (pid {process.pid})"
+    if target.kind == "tls":
+        progress(f"{started}; {outcome.negotiated}")
+        return Running(outcome, process, port)
     outcome.memory = measure_idle(process.pid, port, settings.idle)
     progress(
-        f"{target.name}: {target.description}: on 127.0.0.1:{port} (pid {process.pid}); "
-        f"RSS {outcome.memory.before / 1024:.1f} MiB, "
+        f"{started}; RSS {outcome.memory.before / 1024:.1f} MiB, "
         f"{outcome.memory.during / 1024:.1f} MiB while holding "
         f"{outcome.memory.held} idle connections"
     )
     return Running(outcome, process, port)
 
 
+def run_scenario(
+    supervisor: Supervisor, running: Running, scenario: Scenario, duration: int, settings: Settings
+) -> Measurement:
+    """
+    Load a running target with one scenario's tool for C{duration} seconds.
+
+    @raise RunFailed: if the tool gives no measurement.
+    """
+    port = running.port
+    if scenario.tool == "s_time":
+        files = tls_files(supervisor.directory)
+        return run_s_time(supervisor, files, port, scenario, duration, settings.handshake_clients)
+    if scenario.tool == "h2load":
+        return run_h2load(supervisor, tls_files(supervisor.directory), port, scenario, duration)
+    scheme = "https" if running.outcome.target.kind == "tls" else "http"
+    return run_wrk(supervisor, port, scenario, duration, settings.connections, scheme)
+
+
 def load(supervisor: Supervisor, running: Running, scenario: Scenario, settings: Settings) -> None:
     """
-    Load a running target with one scenario, and record how it went.
+    Load a running target with one scenario, and record how it went, with
+    the CPU time the target spent per request.
     """
     outcome, name = running.outcome, running.outcome.target.name
     if running.process.popen.poll() is not None:
         outcome.failures[scenario.name] = f"exited: {running.process.last_line()}"
         return
+    cpu = tree_cpu(running.process.pid)
     try:
-        measured = run_wrk(
-            supervisor, running.port, scenario, settings.duration, settings.connections
-        )
+        measured = run_scenario(supervisor, running, scenario, settings.duration, settings)
     except RunFailed as failed:
         outcome.failures[scenario.name] = failed.reason
         progress(f"  {name}: {failed.reason}")
         return
+    cpu = tree_cpu(running.process.pid) - cpu
+    if measured.requests:
+        measured = dataclasses.replace(measured, cpu_per_request=cpu / measured.requests * 1e6)
     outcome.runs.setdefault(scenario.name, []).append(measured)
+    latency = ""
+    if measured.p50 is not None and measured.p99 is not None:
+        latency = f", p50 {measured.p50:.2f} ms, p99 {measured.p99:.2f} ms"
     progress(
-        f"  {name}: {measured.requests_per_second:,.0f} req/s, "
-        f"p50 {measured.p50:.2f} ms, p99 {measured.p99:.2f} ms"
+        f"  {name}: {measured.requests_per_second:,.0f} req/s{latency}"
+        + (f", CPU {measured.cpu_per_request:,.0f} us/req" if measured.cpu_per_request else "")
         + (f", errors: {errors_in_words(measured.errors)}" if measured.errors else "")
     )
     # Let the connections of one run close before the next starts.
@@ -153,10 +206,14 @@ def warm_up(supervisor: Supervisor, running: Sequence[Running], settings: Settin
     """
     progress(f"warming up each target for {settings.warm_up} s")
     for each in running:
+        target = each.outcome.target
+        scenario = next((s for s in SCENARIOS if s.tool == "wrk" and s.loads(target)), None)
+        if scenario is None:
+            continue
         try:
-            run_wrk(supervisor, each.port, SCENARIOS[0], settings.warm_up, settings.connections)
+            run_scenario(supervisor, each, scenario, settings.warm_up, settings)
         except RunFailed as failed:
-            progress(f"  {each.outcome.target.name}: warm-up failed: {failed.reason}")
+            progress(f"  {target.name}: warm-up failed: {failed.reason}")
 
 
 def load_rounds(
@@ -174,11 +231,14 @@ def load_rounds(
         shift = round_number % max(len(running), 1)
         order = [*running[shift:], *running[:shift]]
         for scenario in SCENARIOS:
+            loaded = [each for each in order if scenario.loads(each.outcome.target)]
+            if not loaded:
+                continue
             if origin.popen.poll() is not None:
                 progress(f"the origin exited ({origin.last_line()}): stopping the run")
                 return
             progress(f"{scenario.name}, round {round_number + 1} of {settings.rounds}")
-            for each in order:
+            for each in loaded:
                 load(supervisor, each, scenario, settings)
 
 
@@ -241,7 +301,7 @@ def raise_open_file_limit(wanted: int) -> int:
 def select_targets(only: Sequence[str] | None) -> list[Target]:
     """
     The targets to measure, in order: all, or those C{--only} names by name or
-    by kind (C{http}, which brings the origin as a reference, or C{tcp}).
+    by kind (C{http}, which brings the origin as a reference, C{tcp} or C{tls}).
 
     @raise SystemExit: for a name that is neither.
     """
@@ -249,7 +309,7 @@ def select_targets(only: Sequence[str] | None) -> list[Target]:
     if not only:
         return everything
     names = {name for each in only for name in each.split(",") if name}
-    known = {target.name for target in everything} | {"http", "tcp", "origin"}
+    known = {target.name for target in everything} | {"http", "tcp", "tls", "origin"}
     unknown = names - known
     if unknown:
         raise SystemExit(
@@ -281,8 +341,8 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
         "--only",
         action="append",
         metavar="NAME",
-        help="measure only this target, or kind (http, tcp); repeat or comma-separate. "
-        "Ratios need their base (nginx, twisted-portforward) in the same run. Targets: "
+        help="measure only this target, or kind (http, tcp, tls); repeat or comma-separate. "
+        "Ratios need their base (nginx, twisted-portforward, nginx-tls) in the same run. Targets: "
         + ", ".join(target.name for target in [ORIGIN, *TARGETS]),
     )
     parser.add_argument(
@@ -292,12 +352,18 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
         help="run each scenario this many times on each target and report medians (default 1)",
     )
     parser.add_argument(
+        "--handshake-clients",
+        type=int,
+        default=32,
+        help="openssl s_time processes making new TLS connections side by side (default 32)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="short runs (2 s, 1 s warm-up) to try the harness"
     )
     arguments = parser.parse_args(argv)
-    for name in ("connections", "idle", "rounds"):
+    for name in ("connections", "idle", "rounds", "handshake_clients"):
         if getattr(arguments, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if arguments.duration is not None and arguments.duration < 1:
         parser.error("--duration must be at least 1")
     return arguments
@@ -318,20 +384,27 @@ def main(argv: Sequence[str]) -> int:
         connections=arguments.connections,
         idle=arguments.idle,
         rounds=arguments.rounds,
+        handshake_clients=arguments.handshake_clients,
     )
     needed = settings.idle * 3 + settings.connections * 4 + 256
     limit = raise_open_file_limit(max(OPEN_FILES, needed))
     if limit < needed:
         progress(f"warning: the open file limit is {limit}; the run needs about {needed}")
     targets = select_targets(arguments.only)
+    missing = [tool for tool in TLS_TOOLS if find_tool(tool) is None]
+    if missing and any(target.kind == "tls" for target in targets):
+        progress(f"missing: {', '.join(missing)}, which TLS scenarios need: run bench/setup.sh")
     command = " ".join(["python bench/run.py", *argv])
     started = datetime.datetime.now(datetime.UTC)
     machine_before = machine()
     # SIGTERM and SIGHUP end the run as Ctrl-C does: processes stopped, partial report.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.signal(signal.SIGHUP, signal.default_int_handler)
-    per_target = settings.rounds * len(SCENARIOS) * (settings.duration + 1) + settings.warm_up + 3
-    progress(f"{command}: {len(targets)} target(s), about {len(targets) * per_target} s")
+    runs = sum(1 for target in targets for scenario in SCENARIOS if scenario.loads(target))
+    seconds = settings.rounds * runs * (settings.duration + 1.5) + len(targets) * (
+        settings.warm_up + 3
+    )
+    progress(f"{command}: {len(targets)} target(s), about {seconds:.0f} s")
     with tempfile.TemporaryDirectory(prefix="txproxy-bench-") as temporary:
         directory = Path(temporary)
         # nginx's workers run as an unprivileged user when started by root:
