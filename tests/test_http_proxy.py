@@ -633,6 +633,20 @@ class HTTPProxyTests(TestCase):
         self.assertEqual(description(data)["uri"], "/old")
 
     @inlineCallbacks
+    def test_http10_without_host(self) -> Deferred[None]:
+        """
+        An HTTP/1.0 request without Host reaches the server (as HTTP/1.1)
+        with the server's address as Host, as nginx sends C{$proxy_host}.
+        """
+        origin = start_origin(self)
+        port = self.proxy(origin)
+        data = yield self.exchange(port, b"GET /old HTTP/1.0\r\n\r\n")
+        self.assertEqual(split_response(data)[0], 200)
+        described = description(data)
+        self.assertEqual(header(described, "Host"), [f"127.0.0.1:{origin.getHost().port}"])
+        self.assertEqual(header(described, "X-Forwarded-Host"), [])
+
+    @inlineCallbacks
     def test_large_download_streams(self) -> Deferred[None]:
         """
         A 32 MiB response passes through whole.

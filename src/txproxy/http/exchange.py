@@ -150,12 +150,17 @@ class Exchange:
         self._context = context
         self._tries_left = settings.retries + 1
         self._body_bytes = 0
-        self._request_bytes = request_head(
-            head.method,
-            plan.forward_target(head.target),
+        self._target = plan.forward_target(head.target)
+        self._fields = (
             forward_request_headers(head, plan.request_edits, client_ip, settings.scheme)
-            + connection_headers,
-            head.chunked,
+            + connection_headers
+        )
+        # An HTTP/1.0 request without Host goes on as HTTP/1.1, which needs
+        # one: it gets the server's address, as nginx's $proxy_host, once known.
+        self._request_bytes = (
+            b""
+            if head.host is None
+            else request_head(head.method, self._target, self._fields, head.chunked)
         )
         self._pending: list[bytes] = []
         self._request_ended = not head.has_body
@@ -253,7 +258,13 @@ class Exchange:
         transport = upstream.transport
         transport.registerProducer(self._client.producer, True)
         self._client.register_response_producer(transport)
-        transport.write(self._request_bytes)
+        if self._request_bytes:
+            transport.write(self._request_bytes)
+        else:
+            host = ((b"Host", upstream.server.address.encode("ascii")),)
+            transport.write(
+                request_head(self.head.method, self._target, host + self._fields, self.head.chunked)
+            )
         if self._pending:
             transport.writeSequence(self._pending)
             self._pending = []
