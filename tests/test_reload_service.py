@@ -384,6 +384,39 @@ class ReloadTests(TestCase):
         self.assertEqual(bodies, {b"a", b"b"})
 
     @inlineCallbacks
+    def test_server_removed_by_admin_then_changed(self) -> Deferred[None]:
+        """
+        A server the admin API removed stays out when a reload changes its
+        settings: the change is logged as not applied, and the rest of its
+        pool's changes apply.
+        """
+        a, b = self.origin(b"a"), self.origin(b"b")
+        listener = config.HTTPListener(LOCAL, [config.Route(self.pool("web", a, b))])
+        service = self.start(config.Proxy([listener], admin=config.Admin(OTHER)))
+        assert service.admin_site is not None
+        service.admin_site.root.api.remove_server("web", a.address, "test")
+        pool = config.Pool(
+            "web", servers=[config.Server(a.address, weight=2), config.Server(b.address, weight=3)]
+        )
+        service.reload(
+            config.Proxy(
+                [config.HTTPListener(LOCAL, [config.Route(pool)])], admin=config.Admin(OTHER)
+            )
+        )
+        yield service.reloaded()
+        servers = service.pools["web"].servers
+        self.assertEqual(
+            [(each.address, each.configured_weight) for each in servers], [(b.address, 3)]
+        )
+        self.assertIn(
+            f"reload: server {a.address} of pool web was gone already: its new settings are"
+            " not applied",
+            self.logged(),
+        )
+        self.assertNotIn("could not be applied", self.logged())
+        self.assertEqual((yield self.fetch(self.port(service))), (200, b"b"))
+
+    @inlineCallbacks
     def test_pool_added_and_routed(self) -> Deferred[None]:
         """
         A pool a reload adds is run, with its health checks, and a route of

@@ -789,11 +789,24 @@ class ProxyService(MultiService):
         idle connections close; exchanges in flight finish on theirs, which
         then close too. That is simpler than draining it and adding it back
         under the same address, and keeps its counters and health.
+
+        A server the admin API took out of the pool since the last reload
+        stays out, as L{_remove_server} leaves it: its new settings are
+        dropped, and the rest of the pool's changes go on.
         """
         new = change.new
         state = self._readding.get((pool, change.address))
         if state is None:
-            state = pool.server(change.address)
+            try:
+                state = pool.server(change.address)
+            except NoSuchServer:
+                self._log.info(
+                    "reload: server {server} of pool {pool} was gone already: its new"
+                    " settings are not applied",
+                    server=change.address,
+                    pool=pool.name,
+                )
+                return
             if set(change.changed) & SERVER_FIELDS_IN_PLACE:
                 pool.update(
                     change.address,
