@@ -26,6 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from tests.loopback import RawClient, connect_raw, split_response
+from tests.test_failover_load import until
 from tests.test_http_channel import GET, OK, MemoryListener
 from tests.tlsclient import ClientHello, connect_tls, names, write_leaf
 from txproxy import config
@@ -384,17 +385,20 @@ class ReloadTests(TestCase):
         self.assertEqual(bodies, {b"a", b"b"})
 
     @inlineCallbacks
-    def test_server_removed_by_admin_then_changed(self) -> Deferred[None]:
+    def test_reload_starts_again_from_the_file(self) -> Deferred[None]:
         """
-        A server the admin API removed stays out when a reload changes its
-        settings: the change is logged as not applied, and the rest of its
-        pool's changes apply.
+        A reload starts again from the file, as a restart would: a server the
+        admin API removed comes back with the file's settings, one it added
+        goes, and one it disabled is enabled.
         """
-        a, b = self.origin(b"a"), self.origin(b"b")
+        a, b, c = self.origin(b"a"), self.origin(b"b"), self.origin(b"c")
         listener = config.HTTPListener(LOCAL, [config.Route(self.pool("web", a, b))])
         service = self.start(config.Proxy([listener], admin=config.Admin(OTHER)))
         assert service.admin_site is not None
-        service.admin_site.root.api.remove_server("web", a.address, "test")
+        api = service.admin_site.root.api
+        api.remove_server("web", a.address, "test")
+        api.disable_server("web", b.address, "test")
+        api.add_server("web", {"address": c.address}, "test")
         pool = config.Pool(
             "web", servers=[config.Server(a.address, weight=2), config.Server(b.address, weight=3)]
         )
@@ -404,17 +408,18 @@ class ReloadTests(TestCase):
             )
         )
         yield service.reloaded()
+        yield until(
+            lambda: c.address not in {each.address for each in service.pools["web"].servers},
+            "the server only the admin API added gone",
+        )
         servers = service.pools["web"].servers
         self.assertEqual(
-            [(each.address, each.configured_weight) for each in servers], [(b.address, 3)]
+            [(each.address, each.configured_weight) for each in servers],
+            [(b.address, 3), (a.address, 2)],
         )
-        self.assertIn(
-            f"reload: server {a.address} of pool web was gone already: its new settings are"
-            " not applied",
-            self.logged(),
-        )
+        self.assertEqual({each.status for each in servers}, {ServerStatus.UP})
+        self.assertIn(f"reload: server {b.address} of pool web enabled again", self.logged())
         self.assertNotIn("could not be applied", self.logged())
-        self.assertEqual((yield self.fetch(self.port(service))), (200, b"b"))
 
     @inlineCallbacks
     def test_pool_added_and_routed(self) -> Deferred[None]:

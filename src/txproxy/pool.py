@@ -589,6 +589,12 @@ class Pool:
         if self._waiters:
             self._serve_waiters()
 
+    def removing(self, address: str) -> bool:
+        """
+        Whether a server is draining on its way out of the pool.
+        """
+        return address in self._leaving
+
     def remove(self, address: str) -> Deferred[None]:
         """
         Drain a server, then take it out of the pool once its last lease is

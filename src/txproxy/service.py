@@ -6,10 +6,10 @@ beside them; reload it in place, and stop it gracefully.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import ParamSpec, TypeVar
 
-from attrs import define, field
+from attrs import define, evolve, field
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import (
     Deferred,
@@ -364,6 +364,25 @@ def _restarts(change: ListenerChange) -> bool:
     return (change.old.tls is None) != (change.new.tls is None)
 
 
+def _with_pools(listener: Listener, pools: Mapping[str, config.Pool]) -> Listener:
+    """
+    C{listener} with each pool named in C{pools} replaced by its value there.
+    """
+
+    def swap(pool: config.Pool) -> config.Pool:
+        return pools.get(pool.name, pool)
+
+    if isinstance(listener, config.HTTPListener):
+        return evolve(
+            listener, routes=[evolve(route, pool=swap(route.pool)) for route in listener.routes]
+        )
+    return evolve(
+        listener,
+        pool=None if listener.pool is None else swap(listener.pool),
+        sni_routes=[(pattern, swap(pool)) for pattern, pool in listener.sni_routes],
+    )
+
+
 class ProxyService(MultiService):
     """
     The root of a running txproxy: one child per listener and per extra service.
@@ -525,6 +544,11 @@ class ProxyService(MultiService):
             be used; the running configuration stays.
         """
         changes = diff(self.proxy, proxy)
+        running = self._running()
+        if running is not self.proxy:
+            # Servers are compared with what the pools have now, so that the
+            # admin API's changes are undone; listeners keep their identity.
+            changes = evolve(changes, pools_changed=diff(running, proxy).pools_changed)
         prepared = self._prepare(changes)
         lines = changes.describe()
         if not lines:
@@ -541,6 +565,65 @@ class ProxyService(MultiService):
             lambda reason: self._log.failure("reload: could not be applied", reason)
         )
         return changes
+
+    def _running(self) -> config.Proxy:
+        """
+        The running configuration as the admin API has left it: each pool's
+        servers are those it has now, with their weights, so that a reload
+        starts again from the file, as a restart would. A server the API
+        added and the file does not list is removed; one the API removed and
+        the file lists comes back.
+        """
+        pools: dict[str, config.Pool] = {}
+        for declared in self.proxy.pools:
+            runtime = self.pools.get(declared.name)
+            if runtime is None:
+                continue
+            by_address = {server.address: server for server in declared.servers}
+            servers = []
+            for state in runtime.servers:
+                if runtime.removing(state.address):
+                    continue
+                server = by_address.get(state.address) or config.Server(state.address)
+                servers.append(
+                    evolve(
+                        server,
+                        weight=state.configured_weight,
+                        backup=state.backup,
+                        max_connections=state.max_connections,
+                    )
+                )
+            if servers and servers != list(declared.servers):
+                pools[declared.name] = evolve(declared, servers=servers)
+        if not pools:
+            return self.proxy
+        return evolve(
+            self.proxy, listeners=[_with_pools(each, pools) for each in self.proxy.listeners]
+        )
+
+    def _enable_from_file(self, proxy: config.Proxy) -> None:
+        """
+        Bring back the servers of the file that the admin API drained or
+        disabled: a reload starts again from the file.
+        """
+        for declared in proxy.pools:
+            runtime = self.pools.get(declared.name)
+            if runtime is None:
+                continue
+            for server in declared.servers:
+                try:
+                    state = runtime.server(server.address)
+                except NoSuchServer:
+                    continue
+                if state.status in (ServerStatus.DRAINING, ServerStatus.DISABLED) and not (
+                    runtime.removing(server.address)
+                ):
+                    self._log.info(
+                        "reload: server {server} of pool {pool} enabled again, as the file says",
+                        server=server.address,
+                        pool=declared.name,
+                    )
+                    runtime.enable(server.address)
 
     def reloaded(self) -> Deferred[None]:
         """
@@ -678,6 +761,7 @@ class ProxyService(MultiService):
             )
         for name in changes.pools_removed:
             yield self._step(f"pool {name} removed", self._remove_pool, name)
+        self._enable_from_file(proxy)
         for service in self.listeners:
             service.drain_timeout = proxy.drain_timeout
         order = {id(listener): index for index, listener in enumerate(proxy.listeners)}
