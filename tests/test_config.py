@@ -728,6 +728,47 @@ class CacheAndCompressionTests(_ConfigTestCase):
             ("max_object_size", "must be at most max_size (1000), not 2000"),
         )
 
+    def test_cache_windows(self) -> None:
+        """
+        The stale windows and the collapse timeout are seconds, at least 0;
+        by default nothing stale is served and requests wait 5 seconds for a
+        fetch under way.
+        """
+        cache = Cache()
+        self.assertEqual(
+            (cache.stale_while_revalidate, cache.stale_if_error, cache.collapse_timeout),
+            (0.0, 0.0, 5.0),
+        )
+        self.assertEqual(Cache(stale_while_revalidate=30).stale_while_revalidate, 30)
+        self.assertEqual(Cache(collapse_timeout=0).collapse_timeout, 0)
+        self.assertEqual(
+            self.rejected(Cache, stale_while_revalidate=-1),
+            ("stale_while_revalidate", "must be at least 0, not -1"),
+        )
+        self.assertEqual(
+            self.rejected(Cache, collapse_timeout="5"),
+            ("collapse_timeout", "must be a number, not '5'"),
+        )
+
+    def test_cache_key(self) -> None:
+        """
+        A cache key is a function of the URL and the request head, or L{None}.
+        """
+
+        def key(url: str, head: object) -> str:
+            return url
+
+        self.assertIs(Cache(key=key).key, key)
+        self.assertIsNone(Cache().key)
+        self.assertEqual(
+            self.rejected(Cache, key="url"),
+            ("key", "must be a function of (url, head), not 'url'"),
+        )
+        self.assertEqual(
+            self.rejected(Cache, key=lambda url: url),
+            ("key", "must take two arguments, the URL and the request head"),
+        )
+
     def test_compression_level_and_algorithms(self) -> None:
         """
         The level is 1-9 and the algorithms are C{br}, C{gzip} and C{zstd}.
