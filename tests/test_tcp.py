@@ -5,7 +5,7 @@ Tests for L{txproxy.tcp}: the relay, driven by a memory reactor and string trans
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -238,3 +238,56 @@ class ClientHashKeyTests(SynchronousTestCase):
         A client address without a host has no key.
         """
         self.assertIsNone(client_hash_key(None))
+
+
+class RelayQueueTests(SynchronousTestCase):
+    """
+    A relay waits in its pool's queue while every server is at its
+    C{max_connections}.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.pool = Pool(
+            "db",
+            [ServerState("10.0.0.1:5432", max_connections=1)],
+            RoundRobin(),
+            queue_size=1,
+            queue_timeout=10.0,
+            clock=self.reactor,
+        )
+        self.factory = RelayFactory(
+            self.pool, self.reactor, connect_timeout=5.0, idle_timeout=600.0, retries=0
+        )
+
+    def connect(self) -> tuple[Relay, HalfCloseTransport]:
+        client = HalfCloseTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
+        relay = self.factory.buildProtocol(client.getPeer())
+        assert isinstance(relay, Relay)
+        relay.makeConnection(client)
+        return relay, client
+
+    def test_waits_for_a_slot(self) -> None:
+        """
+        The second relay connects once the first ends; a third, over the
+        queue's size, is closed at once; a queued one that waits too long
+        is closed.
+        """
+        first, _ = self.connect()
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        second, second_client = self.connect()
+        self.assertEqual(self.pool.queued, 1)
+        _, third_client = self.connect()
+        self.assertTrue(third_client.disconnecting)
+        self.assertFalse(second_client.disconnecting)
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.reactor.tcpClients), 2)
+        self.assertEqual(self.pool.queued, 0)
+
+        _, waiting_client = self.connect()
+        self.assertEqual(self.pool.queued, 1)
+        self.reactor.advance(10.0)
+        self.assertTrue(waiting_client.disconnecting)
+        self.assertEqual(self.pool.queued, 0)
