@@ -17,7 +17,15 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from tests.loopback import Pump, RawClient, buffered, connect_raw, split_response, stalled
+from tests.loopback import (
+    Pump,
+    RawClient,
+    buffered,
+    connect_raw,
+    split_response,
+    stalled,
+    start_origin,
+)
 from txproxy import config
 from txproxy.interfaces import IBalancer, IServerView, PickContext
 from txproxy.service import ProxyService, makeService
@@ -327,3 +335,33 @@ class AdminWiringTests(TestCase):
         [described] = json.loads(answer)["pools"]
         self.assertEqual(described["name"], "web")
         self.assertEqual(len(described["servers"]), 2)
+
+    @inlineCallbacks
+    def test_removed_server_idle_connections_closed(self) -> Deferred[None]:
+        """
+        A server the admin API removes has its idle upstream connections
+        closed as it leaves, not when they expire.
+        """
+        origin = start_origin(self)
+        address = f"127.0.0.1:{origin.getHost().port}"
+        pool = config.Pool("web", servers=[config.Server(address)])
+        service = makeService(
+            config.Proxy(
+                listeners=[
+                    config.HTTPListener("tcp:0:interface=127.0.0.1", routes=[config.Route(pool)])
+                ],
+                admin=config.Admin("tcp:0:interface=127.0.0.1"),
+            ),
+            reactor,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        assert service.listeners[0].port is not None
+        client: RawClient = yield connect_raw(service.listeners[0].port.getHost().port)
+        client.transport.write(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        yield client.closed
+        server = service.pools["web"].server(address)
+        self.assertEqual(service.idle["web"].count(server), 1)
+        assert service.admin_site is not None
+        service.admin_site.root.api.remove_server("web", address, "test")
+        self.assertEqual(service.idle["web"].count(server), 0)

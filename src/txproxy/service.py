@@ -28,6 +28,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from txproxy import config
 from txproxy.admin import AdminAPI, AdminSite
@@ -37,7 +38,13 @@ from txproxy.health import HealthService
 from txproxy.http.accesslog import AccessLog
 from txproxy.http.listener import HTTPFactory
 from txproxy.http.upstream import IdleUpstreams
-from txproxy.interfaces import IBalancer, IProxyReactor, IServiceFactory
+from txproxy.interfaces import (
+    IBalancer,
+    IPoolObserver,
+    IProxyReactor,
+    IServerView,
+    IServiceFactory,
+)
 from txproxy.pool import NoSuchServer, Pool, ServerState, ServerStatus
 from txproxy.reload import (
     SERVER_FIELDS_IN_PLACE,
@@ -364,6 +371,29 @@ def _restarts(change: ListenerChange) -> bool:
     return (change.old.tls is None) != (change.new.tls is None)
 
 
+@implementer(IPoolObserver)
+class _DropsIdle:
+    """
+    Closes the idle upstream connections of each server that leaves its pool.
+    """
+
+    def __init__(self, idle: IdleUpstreams) -> None:
+        self._idle = idle
+
+    def server_released(self, server: IServerView, failed: bool, status: int | None) -> None:
+        """
+        Nothing to do: a released server keeps its connections.
+        """
+
+    def server_added(self, server: IServerView) -> None:
+        """
+        Nothing to do: a new server has no connections yet.
+        """
+
+    def server_removed(self, server: IServerView) -> None:
+        self._idle.drop(server.address)
+
+
 def _with_pools(listener: Listener, pools: Mapping[str, config.Pool]) -> Listener:
     """
     C{listener} with each pool named in C{pools} replaced by its value there.
@@ -411,10 +441,7 @@ class ProxyService(MultiService):
         # checked from the first request on.
         self.health = HealthService(proxy.pools, self.pools, reactor)
         self.health.setServiceParent(self)  # type: ignore[no-untyped-call]
-        self.idle = {
-            pool.name: IdleUpstreams(reactor, reactor, pool.keepalive, pool.keepalive_timeout)
-            for pool in proxy.pools
-        }
+        self.idle = {pool.name: self._idle_for(pool, self.pools[pool.name]) for pool in proxy.pools}
         self.access_logs: list[AccessLog] = []
         self.listeners: list[ListenerService] = []
         self.extra_services: list[tuple[IServiceFactory, IService]] = []
@@ -785,14 +812,23 @@ class ProxyService(MultiService):
 
     # Reload: pools and servers
 
+    def _idle_for(self, settings: config.Pool, pool: Pool) -> IdleUpstreams:
+        """
+        The idle upstream connections of a pool, closed for each server that
+        leaves it, however it leaves (the admin API or a reload).
+        """
+        idle = IdleUpstreams(
+            self.reactor, self.reactor, settings.keepalive, settings.keepalive_timeout
+        )
+        pool.add_observer(_DropsIdle(idle))
+        return idle
+
     def _add_pool(self, settings: config.Pool, prepared: _Prepared) -> None:
         """
         Run a new pool: its servers, idle upstream connections and checks.
         """
         pool = prepared.pools[settings.name]
-        self.idle[settings.name] = IdleUpstreams(
-            self.reactor, self.reactor, settings.keepalive, settings.keepalive_timeout
-        )
+        self.idle[settings.name] = self._idle_for(settings, pool)
         self.pools[settings.name] = pool
         self.health.replace(settings, pool)
 
