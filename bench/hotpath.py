@@ -3,6 +3,7 @@ The Python cost of one keep-alive request through txproxy's HTTP path, without s
 
     python bench/hotpath.py             # microseconds per request, best of 7 rounds
     python bench/hotpath.py --profile   # and the functions that cost the most
+    python bench/hotpath.py --cache     # a cache hit: the route caches, nothing goes upstream
 
 A client connection and an upstream connection run over StringTransports on a
 memory reactor, as the unit tests do; each round feeds a request in and a
@@ -19,6 +20,7 @@ import pstats
 import sys
 import time
 from collections.abc import Callable
+from email.utils import formatdate
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -37,15 +39,19 @@ RESPONSE = (
 )
 
 
-def one_request_loop() -> Callable[[], None]:
+def one_request_loop(cache: bool = False) -> Callable[[], None]:
     """
     Build a listener with one client and one upstream connection, and return
-    a function that plays one request and its response through them.
+    a function that plays one request and its response through them; with
+    C{cache}, a route that caches, and a function that plays one request
+    answered from the cache.
     """
     reactor = MemoryReactorClock()
+    reactor.advance(time.time())
     pool = config.Pool("origin", servers=[config.Server("10.0.0.1:80")])
     idle = IdleUpstreams(reactor, reactor, pool.keepalive, pool.keepalive_timeout)
-    listener = config.HTTPListener("tcp:0", routes=[config.Route(pool)])
+    route = config.Route(pool, cache=config.Cache() if cache else None)
+    listener = config.HTTPListener("tcp:0", routes=[route])
     factory = HTTPFactory(listener, {"origin": build_pool(pool)}, {"origin": idle}, reactor, None)
     peer = IPv4Address("TCP", "192.0.2.1", 5000)
     channel = factory.buildProtocol(peer)
@@ -56,6 +62,26 @@ def one_request_loop() -> Callable[[], None]:
     upstream = StringTransport()
     wrapper = connecting.buildProtocol(None)
     wrapper.makeConnection(upstream)
+    if cache:
+        date = formatdate(reactor.seconds(), usegmt=True).encode("ascii")
+        wrapper.dataReceived(
+            RESPONSE.replace(b"Sun, 29 Nov 2026 06:00:00 GMT", date).replace(
+                b"Connection:", b"Cache-Control: max-age=3600\r\nConnection:"
+            )
+        )
+        client.clear()
+        upstream.clear()
+
+        channel.dataReceived(REQUEST)
+        if b"Cache-Status: txproxy; hit" not in client.value():
+            raise SystemExit(f"not a cache hit: {client.value()[:300]!r}")
+        client.clear()
+
+        def hit() -> None:
+            channel.dataReceived(REQUEST)
+            client.clear()
+
+        return hit
     wrapper.dataReceived(RESPONSE)
     client.clear()
     upstream.clear()
@@ -77,8 +103,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--profile", action="store_true", help="also profile 20,000 requests")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--requests", type=int, default=5000, help="requests per round")
+    parser.add_argument("--cache", action="store_true", help="measure cache hits instead")
     options = parser.parse_args(argv)
-    round_trip = one_request_loop()
+    round_trip = one_request_loop(options.cache)
     for _ in range(1000):
         round_trip()
     best = float("inf")

@@ -26,6 +26,7 @@ from txproxy.http.compression import (
     ZstdEncoder,
     choose_encoding,
     decide,
+    encoded_not_modified,
     negotiate,
 )
 from txproxy.http.events import Headers, RequestHead, ResponseHead
@@ -536,6 +537,56 @@ class DecideTests(SynchronousTestCase):
         body = _text(50_000)
         self.assertEqual(first.compress(body), GzipEncoder(1).compress(body))
         self.assertNotEqual(GzipEncoder(1).compress(body), GzipEncoder(9).compress(body))
+
+
+class CachedVariantTests(SynchronousTestCase):
+    """
+    Tests for L{CompressionPlan.applied_to} and L{encoded_not_modified}:
+    what a cache stores of a compressed response, and how it is revalidated.
+    """
+
+    def test_applied_to_server_head(self) -> None:
+        """
+        The plan's edits apply to the server's own head, before the route's
+        edits: encoded, it loses its length, gains the coding and Vary, and
+        its ETag turns weak; unencoded, it gains Vary alone.
+        """
+        server = _response(HTML, (b"ETag", b'"a"'), (b"Server", b"origin"), content_length=5000)
+        forwarded = _response(HTML, (b"ETag", b'"a"'), content_length=5000)
+        plan = decide(Compression(), _request(GZIP_AND_BR), forwarded)
+        assert plan is not None
+        stored = plan.applied_to(server)
+        self.assertEqual(
+            stored.headers,
+            (
+                HTML,
+                (b"ETag", b'W/"a"'),
+                (b"Server", b"origin"),
+                (b"Content-Encoding", b"br"),
+                (b"Vary", b"Accept-Encoding"),
+            ),
+        )
+        self.assertIsNone(stored.content_length)
+        plan = decide(Compression(), _request(), forwarded)
+        assert plan is not None
+        stored = plan.applied_to(server)
+        self.assertEqual(stored.headers[-1], (b"Vary", b"Accept-Encoding"))
+        self.assertEqual(stored.content_length, 5000)
+
+    def test_not_modified_weakened(self) -> None:
+        """
+        A 304 whose strong ETag is the one a stored compressed response had
+        before it was weakened is made weak, and its Vary gains
+        Accept-Encoding; any other 304 is left as it is.
+        """
+        not_modified = _response((b"ETag", b'"a"'), (b"Vary", b"Origin"), status=304)
+        edited = encoded_not_modified(not_modified, b'W/"a"')
+        self.assertEqual(
+            edited.headers, ((b"ETag", b'W/"a"'), (b"Vary", b"Origin, Accept-Encoding"))
+        )
+        self.assertIs(encoded_not_modified(not_modified, b'"a"'), not_modified)
+        self.assertIs(encoded_not_modified(not_modified, b'W/"b"'), not_modified)
+        self.assertIs(encoded_not_modified(not_modified, None), not_modified)
 
 
 class EncoderTests(SynchronousTestCase):

@@ -538,7 +538,8 @@ class AdminAPI:
         @param new_server: turns a server's configuration into its runtime
             state, as the service does for the servers of the file.
         @param cache: what purges the HTTP cache, or L{None} when no route
-            caches (then C{DELETE /cache} answers 404).
+            caches (then C{DELETE /cache} answers 404). One whose routes
+            come and go with reloads raises L{NoCache} itself while none caches.
         """
         self.pools = pools
         self._new_server = new_server

@@ -36,6 +36,7 @@ from txproxy.balancing import balancer_for
 from txproxy.clienthello import SNIRoutes
 from txproxy.health import HealthService
 from txproxy.http.accesslog import AccessLog
+from txproxy.http.caching import CacheRegistry
 from txproxy.http.listener import HTTPFactory
 from txproxy.http.upstream import IdleUpstreams
 from txproxy.interfaces import (
@@ -443,6 +444,8 @@ class ProxyService(MultiService):
         self.health.setServiceParent(self)  # type: ignore[no-untyped-call]
         self.idle = {pool.name: self._idle_for(pool, self.pools[pool.name]) for pool in proxy.pools}
         self.access_logs: list[AccessLog] = []
+        # The caches of every HTTP listener's routes, for the admin API's purges.
+        self.caches = CacheRegistry()
         self.listeners: list[ListenerService] = []
         self.extra_services: list[tuple[IServiceFactory, IService]] = []
         # Reloads apply one after the other: the last one's steps, chained.
@@ -479,7 +482,9 @@ class ProxyService(MultiService):
         elif isinstance(listener, config.HTTPListener):
             if access_log is not None:
                 self.access_logs.append(access_log)
-            factory = HTTPFactory(listener, self.pools, self.idle, self.reactor, access_log)
+            factory = HTTPFactory(
+                listener, self.pools, self.idle, self.reactor, access_log, self.caches
+            )
         else:
             raise UnsupportedListener(listener)
         return ListenerService(
@@ -1022,6 +1027,7 @@ class ProxyService(MultiService):
             if service.parent is not None:
                 service.disownServiceParent()  # type: ignore[no-untyped-call]
             self._close_access_log(service)
+            self.caches.forget(service.factory)
             return False
         if listed:
             self.listeners.append(service)
@@ -1037,6 +1043,7 @@ class ProxyService(MultiService):
         """
         if service in self.listeners:
             self.listeners.remove(service)
+        self.caches.forget(service.factory)
         service.drain_timeout = self.proxy.drain_timeout
 
         def drain(_: None) -> None:
@@ -1162,10 +1169,11 @@ class ProxyService(MultiService):
     def _admin_service(self, admin: config.Admin) -> ListenerService:
         """
         The admin endpoint's listener for C{admin}, not started. Its API reads
-        C{self.pools} itself, so pools a reload adds or removes show at once.
+        C{self.pools} and C{self.caches} itself, so pools and route caches a
+        reload adds or removes show at once.
         """
         self.admin_site = AdminSite(
-            AdminAPI(self.pools, build_server), self.reactor, token=admin.token
+            AdminAPI(self.pools, build_server, cache=self.caches), self.reactor, token=admin.token
         )
         return ListenerService(self.reactor, admin.endpoint, self.admin_site, "admin API")
 

@@ -10,6 +10,7 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING
 
+from attrs import evolve
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHandshakeListener,
@@ -31,7 +32,7 @@ from txproxy.http.events import (
     RequestHead,
     ResponseHead,
 )
-from txproxy.http.exchange import Exchange
+from txproxy.http.exchange import ExchangeLike
 from txproxy.http.h2 import H2Channel, is_h2_preface
 from txproxy.http.headers import header_value
 from txproxy.http.responses import LocalResponse, local_response
@@ -110,7 +111,7 @@ class ClientChannel(Protocol):
 
     def __init__(self) -> None:
         self._events: deque[RequestEvent] = deque()
-        self._exchange: Exchange | None = None
+        self._exchange: ExchangeLike | None = None
         self._request: RequestHead | None = None
         self._framing: ResponseFraming | None = None
         self._discarding = False
@@ -249,16 +250,16 @@ class ClientChannel(Protocol):
         exchange = factory.exchange_for(
             self, head, self.pick_context, self.client_ip, self.connection_headers
         )
-        if isinstance(exchange, Exchange):
-            self._exchange = exchange
-            exchange.start()
-        elif isinstance(exchange, int):
+        if isinstance(exchange, int):
             self._discarding = head.has_body
             self.fail(exchange)
-        else:
+        elif isinstance(exchange, LocalResponse):
             self._discarding = head.has_body
             self._log_access("-", exchange.status)
             self._send(exchange)
+        else:
+            self._exchange = exchange
+            exchange.start()
 
     def _request_read(self) -> None:
         if self._exchange is not None:
@@ -312,9 +313,10 @@ class ClientChannel(Protocol):
         self._log_access(exchange.upstream_address)
         self._next(close=framing.close or not exchange.request_ended)
 
-    def fail(self, status: int) -> None:
+    def fail(self, status: int, headers: Headers = ()) -> None:
         """
-        Answer the current request with txproxy's own response.
+        Answer the current request with txproxy's own response, with
+        C{headers} added to its fields.
         """
         if self._exchange is not None:
             self._log_access(self._exchange.upstream_address, status)
@@ -324,12 +326,17 @@ class ClientChannel(Protocol):
         unread_body = self._discarding or (
             self._exchange is not None and not self._exchange.request_ended
         )
-        self._send_local(status, close=unread_body or not (request and request.keep_alive))
+        self._send_local(
+            status, close=unread_body or not (request and request.keep_alive), headers=headers
+        )
 
-    def _send_local(self, status: int, close: bool) -> None:
+    def _send_local(self, status: int, close: bool, headers: Headers = ()) -> None:
         request = self._request
         accept = header_value(request.headers, b"accept") if request is not None else None
-        self._send(local_response(status, accept, close=close or None))
+        response = local_response(status, accept, close=close or None)
+        if headers:
+            response = evolve(response, headers=response.headers + headers)
+        self._send(response)
 
     def _send(self, response: LocalResponse) -> None:
         request = self._request

@@ -63,6 +63,7 @@ __all__ = [
     "ZstdEncoder",
     "choose_encoding",
     "decide",
+    "encoded_not_modified",
     "negotiate",
 ]
 
@@ -364,6 +365,21 @@ class CompressionPlan:
             return None
         return _ENCODERS[self.encoding](self.level)
 
+    def applied_to(self, response: ResponseHead) -> ResponseHead:
+        """
+        The same edits made to another head of the response: the server's
+        own, before the route's edits, as a cache stores it, so that it
+        describes the body the encoder makes.
+        """
+        if self.encoding is None:
+            edited = list(response.headers)
+            length = response.content_length
+        else:
+            edited = _encoded_headers(response.headers, self.encoding)
+            length = None
+        _with_vary(edited)
+        return evolve(response, headers=tuple(edited), content_length=length)
+
 
 @frozen
 class _Types:
@@ -490,6 +506,37 @@ def _encoded_headers(headers: Headers, encoding: str) -> list[tuple[bytes, bytes
         edited.append(each)
     edited.append((b"Content-Encoding", encoding.encode("ascii")))
     return edited
+
+
+def encoded_not_modified(response: ResponseHead, stored_etag: bytes | None) -> ResponseHead:
+    """
+    Make the 304 that revalidates a response txproxy compressed apply to the
+    compressed one, as a cache must before it freshens it with the 304 (RFC
+    9111 section 4.3.4).
+
+    The conditional request carried the stored, weakened, entity-tag, and
+    the server compared it weakly (RFC 9110 13.1.2), answering with its own
+    strong one: that tag is made weak as the stored one was. C{Vary} gains
+    C{Accept-Encoding} as the stored response's did. A 304 whose tag is not
+    the strong form of C{stored_etag} is left as it is.
+
+    @param stored_etag: the entity-tag of the stored response.
+    """
+    changed = False
+    edited: list[tuple[bytes, bytes]] = []
+    for each in response.headers:
+        name = each[0].lower()
+        if name == b"etag":
+            weak = _weak(each[1])
+            if weak is not None and weak != each[1].strip(b" \t") and weak == stored_etag:
+                each = (each[0], weak)
+                changed = True
+        edited.append(each)
+    if not changed:
+        return response
+    if any(name.lower() == b"vary" for name, _ in edited):
+        _with_vary(edited)
+    return evolve(response, headers=tuple(edited))
 
 
 def decide(

@@ -5,6 +5,7 @@ One request and its response through one pool: pick a server, send, stream back,
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from typing import Protocol as TypingProtocol
 
 from attrs import evolve, frozen
@@ -14,6 +15,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from txproxy.http.cache import Action, CachedAnswer, ResponseFill, with_cache_status
 from txproxy.http.compression import Encoder, decide
 from txproxy.http.events import (
     BadMessage,
@@ -30,6 +32,9 @@ from txproxy.http.upstream import IdleUpstreams, UpstreamProtocol
 from txproxy.http.writing import LAST_CHUNK, chunk, request_head
 from txproxy.interfaces import PickContext
 from txproxy.pool import Lease, Pool, Unavailable
+
+if TYPE_CHECKING:
+    from txproxy.http.caching import CacheRequest
 
 # RFC 9110 section 9.2.2.
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -66,9 +71,10 @@ class ExchangeClient(TypingProtocol):
         The response is complete.
         """
 
-    def fail(self, status: int) -> None:
+    def fail(self, status: int, headers: Headers = ()) -> None:
         """
-        No response was sent: answer with txproxy's own C{status}.
+        No response was sent: answer with txproxy's own C{status}, with
+        C{headers} (such as C{Cache-Status}) added to its fields.
         """
 
     def abort(self) -> None:
@@ -90,6 +96,57 @@ class ExchangeClient(TypingProtocol):
         """
         Call the exchange's C{timed_out} if the server stays silent for
         C{timeout} seconds from now.
+        """
+
+
+class ExchangeLike(TypingProtocol):
+    """
+    What a client connection needs of what answers its request: an
+    L{Exchange}, or an answer from the cache
+    (L{txproxy.http.caching.CachedExchange}).
+    """
+
+    @property
+    def upstream_address(self) -> str:
+        """
+        The server that answered, C{-} for none, or C{cache}, for the access log.
+        """
+
+    @property
+    def pool_name(self) -> str:
+        """
+        The name of the pool of the request's route, for the access log.
+        """
+
+    @property
+    def request_ended(self) -> bool:
+        """
+        Whether the whole request has been read from the client.
+        """
+
+    def start(self) -> None:
+        """
+        Begin answering: the client's methods may be called from here on, even before it returns.
+        """
+
+    def request_body(self, data: bytes) -> None:
+        """
+        Some of the request body, from the client.
+        """
+
+    def request_end(self) -> None:
+        """
+        The client has sent the whole request.
+        """
+
+    def client_lost(self) -> None:
+        """
+        The client left: stop.
+        """
+
+    def timed_out(self) -> None:
+        """
+        The deadline set by C{ExchangeClient.wait_for_upstream} passed.
         """
 
 
@@ -124,7 +181,13 @@ class Exchange:
     had closed) only while nothing of the response has arrived, and only when
     no byte reached a server or the request is idempotent and has no body.
 
-    @ivar upstream_address: the server that answered, or C{-}.
+    On a route with a cache, a L{CacheRequest} takes part: it may make the
+    request conditional, decides what becomes of the response (forwarded
+    and perhaps stored as it streams, or replaced by a stored one), and may
+    answer for a server that failed (C{stale-if-error}).
+
+    @ivar upstream_address: the server that answered, C{-}, or C{cache}
+        when a stored response answered for a server that failed.
     @ivar pool_name: the name of the pool the request went to.
     """
 
@@ -140,7 +203,11 @@ class Exchange:
         context: PickContext,
         client_ip: str,
         connection_headers: Headers = (),
+        cache: CacheRequest | None = None,
     ) -> None:
+        """
+        @param cache: the cache's part in the exchange, on a route with a cache.
+        """
         self._client = client
         self.head = head
         self._plan = plan
@@ -151,10 +218,16 @@ class Exchange:
         self._tries_left = settings.retries + 1
         self._body_bytes = 0
         self._target = plan.forward_target(head.target)
-        self._fields = (
+        self._cache = cache
+        # The client asked HEAD of a GET sent for the cache: it gets no body.
+        self._head_only = cache is not None and cache.head_only
+        self._forward_fields = (
             forward_request_headers(head, plan.request_edits, client_ip, settings.scheme)
             + connection_headers
         )
+        self._fields = self._forward_fields
+        if cache is not None:
+            self._fields = cache.request_fields(self._fields)
         # An HTTP/1.0 request without Host goes on as HTTP/1.1, which needs
         # one: it gets the server's address, as nginx's $proxy_host, once known.
         self._request_bytes = (
@@ -174,6 +247,12 @@ class Exchange:
         self._response: ResponseHead | None = None
         # Compresses the response body, where the route and the client ask.
         self._encoder: Encoder | None = None
+        # Collects the body the client gets, where the cache stores it.
+        self._fill: ResponseFill | None = None
+        # A stored response answered instead: the server's body is dropped.
+        self._serving = False
+        # A 304 validated another response than the stored one: ask again.
+        self._refetching = False
         self._done = False
         self.upstream_address = "-"
 
@@ -313,20 +392,34 @@ class Exchange:
             if self._done:
                 return
             if isinstance(event, BodyChunk):
-                if self._encoder is None:
-                    client.send_body(event.data)
-                else:
+                if self._serving:
+                    continue
+                data = event.data
+                if self._encoder is not None:
                     # An empty chunk would end a chunked body early.
-                    data = self._encoder.compress(event.data)
-                    if data:
-                        client.send_body(data)
+                    data = self._encoder.compress(data)
+                    if not data:
+                        continue
+                if not self._head_only:
+                    client.send_body(data)
+                if self._fill is not None:
+                    self._fill.feed(data)
             elif isinstance(event, ResponseHead):
                 self._response_head(event)
             elif isinstance(event, EndOfMessage):
+                if self._refetching:
+                    self._refetch()
+                    return
                 if self._encoder is not None:
                     tail = self._encoder.finish()
                     if tail:
-                        client.send_body(tail)
+                        if not self._head_only:
+                            client.send_body(tail)
+                        if self._fill is not None:
+                            self._fill.feed(tail)
+                if self._fill is not None:
+                    fill, self._fill = self._fill, None
+                    fill.finish()
                 self._response_end()
             elif isinstance(event, BadMessage):
                 self._log.warn(
@@ -355,13 +448,98 @@ class Exchange:
             self._client.send_interim(response, headers)
             return
         compression = self._plan.route.compression
-        if compression is not None:
-            plan = decide(compression, self.head, response, headers)
-            if plan is not None:
-                response, headers = plan.response, plan.headers
-                self._encoder = plan.encoder()
+        plan = None if compression is None else decide(compression, self.head, response, headers)
+        cache = self._cache
+        cache_status = None
+        if cache is not None:
+            # The cache judges and stores the server's response as the
+            # client gets its body: encoded, where it is compressed.
+            decision = cache.on_response(response if plan is None else plan.applied_to(response))
+            if decision.action is not Action.FORWARD:
+                self._response = response
+                if decision.action is Action.REFETCH:
+                    self._refetching = True
+                else:
+                    assert decision.entry is not None
+                    self._serve(cache.answer(decision.entry, decision.status), response)
+                return
+            cache_status = decision.status
+            self._fill = decision.fill
+            if self._fill is None:
+                # Nothing will be stored: requests waiting for it need not wait.
+                cache.settle()
+        if plan is not None:
+            response, headers = plan.response, plan.headers
+            self._encoder = plan.encoder()
+        if cache_status is not None:
+            headers = with_cache_status(headers, cache_status)
         self._response = response
         self._client.start_response(response, headers)
+
+    def _serve(self, answer: CachedAnswer, response: ResponseHead) -> None:
+        """
+        Answer with a stored response rather than the server's: one a 304
+        freshened, or a stale one in place of a server error.
+
+        A 304 has no body, and its connection goes back to the idle ones at
+        its end; another response's body is not worth reading, and its
+        connection is closed.
+        """
+        self._send_answer(answer)
+        if response.status == 304:
+            self._serving = True
+            return
+        upstream, lease = self._upstream, self._lease
+        assert upstream is not None and lease is not None
+        self._finish()
+        lease.release(status=response.status)
+        upstream.sink = None
+        upstream.transport.loseConnection()
+        self._client.end_response()
+
+    def _send_answer(self, answer: CachedAnswer) -> None:
+        """
+        Send a response made from the cache, all but its end.
+        """
+        head = answer.head
+        headers = forward_response_headers(
+            head, self._plan.response_edits, self._plan.keep_server_headers
+        )
+        self._client.start_response(head, headers)
+        if answer.body:
+            self._client.send_body(answer.body)
+
+    def _refetch(self) -> None:
+        """
+        Send the request again without the cache's preconditions, after a
+        304 that validated another response than the one stored: the
+        connection goes back to the idle ones and the tries start over.
+        """
+        upstream, lease, response = self._upstream, self._lease, self._response
+        cache = self._cache
+        assert upstream is not None and lease is not None and response is not None
+        assert cache is not None
+        self._detach()
+        self._lease = None
+        lease.release(status=response.status)
+        if response.keep_alive:
+            self._settings.idle.put(upstream)
+        else:
+            upstream.sink = None
+            upstream.transport.loseConnection()
+        cache.refetch()
+        self._refetching = False
+        self._response = None
+        self._sent = False
+        self._fields = self._forward_fields
+        if self.head.host is not None:
+            self._request_bytes = request_head(
+                self.head.method, self._target, self._fields, self.head.chunked
+            )
+        self._tried = frozenset()
+        self._tries_left = self._settings.retries + 1
+        self._exhausted_status = 502
+        self._attempt(fresh=False)
 
     def _response_end(self) -> None:
         upstream, response = self._upstream, self._response
@@ -426,13 +604,31 @@ class Exchange:
         if status is None:
             return
         if self._response is None:
-            self._client.fail(status)
+            self._answer_failure(status)
         else:
             self._client.abort()
 
     def _fail(self, status: int) -> None:
         self._finish()
-        self._client.fail(status)
+        self._answer_failure(status)
+
+    def _answer_failure(self, status: int) -> None:
+        """
+        Answer with txproxy's own C{status}, or, where the cache has a
+        response C{stale-if-error} lets it serve for a failed server, with that.
+        """
+        cache = self._cache
+        if cache is None:
+            self._client.fail(status)
+            return
+        if status in (502, 503, 504):
+            answer = cache.on_error()
+            if answer is not None:
+                self.upstream_address = "cache"
+                self._send_answer(answer)
+                self._client.end_response()
+                return
+        self._client.fail(status, cache.failure_fields())
 
     def _touch(self) -> None:
         """
@@ -472,6 +668,11 @@ class Exchange:
         Unlink the upstream connection; nothing more happens.
         """
         self._done = True
+        if self._cache is not None:
+            if self._fill is not None:
+                fill, self._fill = self._fill, None
+                fill.abandon()
+            self._cache.settle()
         if self._waiting is not None:
             waiting, self._waiting = self._waiting, None
             waiting.cancel()

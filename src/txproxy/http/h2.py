@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from attrs import evolve
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
@@ -33,7 +34,7 @@ from zope.interface import implementer
 
 from txproxy.http.accesslog import AccessRecord
 from txproxy.http.events import BadMessage, Headers, RequestHead, ResponseHead
-from txproxy.http.exchange import Exchange
+from txproxy.http.exchange import ExchangeLike
 from txproxy.http.headers import header_value
 from txproxy.http.parsing import AUTHORITY
 from txproxy.http.responses import LocalResponse, local_response
@@ -280,7 +281,7 @@ class H2Stream:
         self._channel = channel
         self.stream_id = stream_id
         self.request = _UNREAD
-        self.exchange: Exchange | None = None
+        self.exchange: ExchangeLike | None = None
         self.request_ended = request_ended
         self.outbound: deque[bytes | memoryview] = deque()
         self.ending = False
@@ -367,17 +368,20 @@ class H2Stream:
             self._wait(self._channel._idle_timeout)
         self._channel._write()
 
-    def fail(self, status: int) -> None:
+    def fail(self, status: int, headers: Headers = ()) -> None:
         """
-        Answer with txproxy's own response, or reset the stream if a response
-        had started.
+        Answer with txproxy's own response, with C{headers} added to its
+        fields, or reset the stream if a response had started.
         """
         exchange, self.exchange = self.exchange, None
         self.log_access(exchange, status)
         if self._status:
             self._reset(ErrorCodes.INTERNAL_ERROR)
-        else:
-            self.respond(local_response(status, header_value(self.request.headers, b"accept")))
+            return
+        response = local_response(status, header_value(self.request.headers, b"accept"))
+        if headers:
+            response = evolve(response, headers=response.headers + headers)
+        self.respond(response)
 
     def respond(self, response: LocalResponse) -> None:
         """
@@ -473,7 +477,7 @@ class H2Stream:
             self._timer.cancel()
             self._timer = None
 
-    def log_access(self, exchange: Exchange | None, status: int) -> None:
+    def log_access(self, exchange: ExchangeLike | None, status: int) -> None:
         """
         Write the stream's access log record, as L{txproxy.http.channel.ClientChannel} does
         for a request.
@@ -664,14 +668,14 @@ class H2Channel(Protocol):
         exchange = self.factory.exchange_for(
             stream, head, self.pick_context, self.client_ip, self.connection_headers
         )
-        if isinstance(exchange, Exchange):
-            stream.exchange = exchange
-            exchange.start()
-        elif isinstance(exchange, int):
+        if isinstance(exchange, int):
             stream.fail(exchange)
-        else:
+        elif isinstance(exchange, LocalResponse):
             stream.log_access(None, exchange.status)
             stream.respond(exchange)
+        else:
+            stream.exchange = exchange
+            exchange.start()
 
     def _data_received(self, event: DataReceived) -> None:
         stream = self._streams.get(event.stream_id)

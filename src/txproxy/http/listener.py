@@ -6,6 +6,7 @@ An HTTP listener's factory: its routes, limits and pools, shared by its client c
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING
 
 from attrs import evolve
@@ -15,14 +16,15 @@ from twisted.internet.protocol import Factory
 
 from txproxy import config
 from txproxy.http.accesslog import AccessLog
+from txproxy.http.caching import CacheRegistry, CacheRequest, RouteCache, same_cache
 from txproxy.http.channel import ClientChannel
 from txproxy.http.events import Headers, RequestHead
-from txproxy.http.exchange import Exchange, ExchangeClient, ExchangeSettings
+from txproxy.http.exchange import Exchange, ExchangeClient, ExchangeLike, ExchangeSettings
 from txproxy.http.headers import HeaderEdits
 from txproxy.http.parsing import RequestReader
 from txproxy.http.paths import PathEscapesRoot, normalize_target
 from txproxy.http.responses import LocalResponse, redirect
-from txproxy.http.routing import Router, host_name
+from txproxy.http.routing import RoutePlan, Router, host_name
 from txproxy.http.upstream import IdleUpstreams
 from txproxy.interfaces import PickContext
 from txproxy.pool import Pool
@@ -61,6 +63,7 @@ class HTTPFactory(Factory[ClientChannel]):
     connections keep going, and their next requests follow the new routes.
 
     @ivar limits: the listener's limits, every field set.
+    @ivar caches: where the listener's route caches are registered for purges.
     @ivar channels: the client connections now open.
     @ivar accepting: L{False} once the listener is shutting down: responses
         then close their connections.
@@ -76,17 +79,23 @@ class HTTPFactory(Factory[ClientChannel]):
         idle: Mapping[str, IdleUpstreams],
         clock: IReactorTime,
         access_log: AccessLog | None,
+        caches: CacheRegistry | None = None,
     ) -> None:
         """
         @param pools: the runtime pools by name, and C{idle} their idle
             upstream connections: the service's own mappings, which a reload
             changes in place.
         @param access_log: where requests are logged, or L{None}.
+        @param caches: where to register the caches of routes, shared by
+            the service's listeners; L{None} for one of its own.
         """
         self.clock = clock
         self.pools = pools
         self.idle = idle
         self.access_log = access_log
+        self.caches = CacheRegistry() if caches is None else caches
+        self._route_caches: dict[int, RouteCache] = {}
+        self._cached_routes: list[tuple[config.Route, RouteCache]] = []
         self.channels: set[ClientChannel | H2Channel] = set()
         self.accepting = True
         self._all_closed: list[Deferred[None]] = []
@@ -97,6 +106,10 @@ class HTTPFactory(Factory[ClientChannel]):
         Take a listener's settings, as at start and on each reload: its
         routes (with the pools' C{retries}), limits, redirect, h2c and client
         certificate fields.
+
+        A route with a cache keeps the store it had before a reload when its
+        C{Cache} and everything else about it but its pool's servers and
+        settings are unchanged (L{same_cache}); otherwise it starts empty.
 
         Requests from now on, on open connections too, are routed by them;
         exchanges in flight keep what they started with. The listener's TLS
@@ -111,6 +124,17 @@ class HTTPFactory(Factory[ClientChannel]):
             id(route): self._settings_for(route, self.idle[route.pool.name], scheme, limits)
             for route in listener.routes
         }
+        caches: list[tuple[config.Route, RouteCache]] = []
+        for route in listener.routes:
+            if route.cache is None:
+                continue
+            kept = next(
+                (cache for old, cache in self._cached_routes if same_cache(old, route)), None
+            )
+            caches.append((route, kept or RouteCache(route.cache, route.compression, self.clock)))
+        self._cached_routes = caches
+        self._route_caches = {id(route): cache for route, cache in caches}
+        self.caches.register(self, (cache.store for _, cache in caches))
         self.router = Router(listener.routes, *_listener_edits(tls))
         self.client_certificates = (
             tls is not None and tls.verify_client != "none" and tls.client_certificate_headers
@@ -170,10 +194,11 @@ class HTTPFactory(Factory[ClientChannel]):
         context: PickContext,
         client_ip: str,
         connection_headers: Headers = (),
-    ) -> Exchange | LocalResponse | int:
+    ) -> ExchangeLike | LocalResponse | int:
         """
-        Route a request: the exchange that will forward it, or the response
-        or status txproxy answers it with itself.
+        Route a request: the exchange that will forward it or answer it from
+        the route's cache, or the response or status txproxy answers it with
+        itself.
 
         C{client} is what answers the request: an HTTP/1.1 connection, or
         one stream of an HTTP/2 connection; C{context}, C{client_ip} and
@@ -195,8 +220,12 @@ class HTTPFactory(Factory[ClientChannel]):
         if plan is None:
             return 404
         settings = self._settings[id(plan.route)]
+        route_cache = self._route_caches.get(id(plan.route))
         if settings.max_body and (head.content_length or 0) > settings.max_body:
-            return 413
+            return 413 if route_cache is None else route_cache.refuse(head, 413, settings.scheme)
+        if route_cache is not None:
+            forward = partial(self._forward, plan, settings, context, client_ip, connection_headers)
+            return route_cache.exchange_for(client, head, settings.scheme, plan, forward)
         return Exchange(
             client,
             head,
@@ -206,6 +235,32 @@ class HTTPFactory(Factory[ClientChannel]):
             context,
             client_ip,
             connection_headers,
+        )
+
+    def _forward(
+        self,
+        plan: RoutePlan,
+        settings: ExchangeSettings,
+        context: PickContext,
+        client_ip: str,
+        connection_headers: Headers,
+        client: ExchangeClient,
+        head: RequestHead,
+        cache: CacheRequest,
+    ) -> Exchange:
+        """
+        The exchange that forwards a request of a route with a cache.
+        """
+        return Exchange(
+            client,
+            head,
+            plan,
+            self.pools[plan.pool_name],
+            settings,
+            context,
+            client_ip,
+            connection_headers,
+            cache,
         )
 
     def _redirect(self, head: RequestHead) -> LocalResponse | int:
