@@ -33,17 +33,13 @@ from txproxy.health import (
     HealthChecker,
     HealthCounter,
     HealthService,
-    HTTPCheck,
-    IHealthCheck,
     OutlierDetector,
-    ProbeFailed,
-    TCPConnectCheck,
     Transition,
-    check_for,
     jittered,
 )
 from txproxy.interfaces import IPoolObserver, PickContext
 from txproxy.pool import CheckResult, Pool, ServerState, ServerStatus
+from txproxy.probes import HTTPCheck, IHealthCheck, ProbeFailed, TCPConnectCheck, check_for
 
 ADDRESSES = ("10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80")
 
