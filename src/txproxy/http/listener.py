@@ -226,16 +226,7 @@ class HTTPFactory(Factory[ClientChannel]):
         if route_cache is not None:
             forward = partial(self._forward, plan, settings, context, client_ip, connection_headers)
             return route_cache.exchange_for(client, head, settings.scheme, plan, forward)
-        return Exchange(
-            client,
-            head,
-            plan,
-            self.pools[plan.pool_name],
-            settings,
-            context,
-            client_ip,
-            connection_headers,
-        )
+        return self._forward(plan, settings, context, client_ip, connection_headers, client, head)
 
     def _forward(
         self,
@@ -246,10 +237,11 @@ class HTTPFactory(Factory[ClientChannel]):
         connection_headers: Headers,
         client: ExchangeClient,
         head: RequestHead,
-        cache: CacheRequest,
+        cache: CacheRequest | None = None,
     ) -> Exchange:
         """
-        The exchange that forwards a request of a route with a cache.
+        The exchange that forwards a request to the route's pool, with what
+        the route's cache, if any, asks of it.
         """
         return Exchange(
             client,
