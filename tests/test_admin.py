@@ -24,7 +24,6 @@ from txproxy.admin import (
     AdminAPI,
     AdminSite,
     BadRequest,
-    ICachePurge,
     NoCache,
     ServerExists,
     UnknownPool,
@@ -35,7 +34,7 @@ from txproxy.admin import (
     server_from_json,
 )
 from txproxy.balancing import LeastConnections, RoundRobin
-from txproxy.interfaces import IBalancer, IServerView, PickContext
+from txproxy.interfaces import IBalancer, ICachePurge, IServerView, PickContext
 from txproxy.pool import WEIGHT_SCALE, CheckResult, Lease, Pool, ServerState, ServerStatus
 
 CLIENT = "192.0.2.7"

@@ -15,7 +15,6 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from txproxy.admin import ICachePurge
 from txproxy.http.cache import (
     ENTRY_OVERHEAD,
     Action,
@@ -50,6 +49,7 @@ from txproxy.http.cache import (
     with_cache_status,
 )
 from txproxy.http.events import Headers, RequestHead, ResponseHead
+from txproxy.interfaces import ICachePurge
 
 T0 = 1_700_000_000.0
 """

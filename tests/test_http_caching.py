@@ -13,7 +13,6 @@ from zope.interface.verify import verifyObject
 
 from tests.test_http_channel import Client, Upstream
 from txproxy import config
-from txproxy.admin import ICachePurge, NoCache
 from txproxy.http.accesslog import AccessRecord
 from txproxy.http.cache import CachedResponse, CacheStore
 from txproxy.http.caching import CacheRegistry, RouteCache, same_cache
@@ -21,6 +20,7 @@ from txproxy.http.channel import ClientChannel
 from txproxy.http.events import RequestHead, ResponseHead
 from txproxy.http.listener import HTTPFactory
 from txproxy.http.upstream import IdleUpstreams
+from txproxy.interfaces import ICachePurge
 from txproxy.pool import Pool
 from txproxy.service import build_pool
 
@@ -496,7 +496,7 @@ class ReloadTests(SynchronousTestCase):
         listener.factory.configure(
             config.HTTPListener("tcp:0", routes=[config.Route(listener.settings)])
         )
-        self.assertRaises(NoCache, registry.purge_url, "http://example.com/a")
+        self.assertRaises(LookupError, registry.purge_url, "http://example.com/a")
         listener.assert_clean()
 
 
@@ -531,4 +531,4 @@ class CacheRegistryTests(SynchronousTestCase):
         self.assertEqual(registry.purge_prefix("http://example.com/"), 2)
         registry.forget("one")
         registry.register("two", [])
-        self.assertRaises(NoCache, registry.purge_prefix, "http://example.com/")
+        self.assertRaises(LookupError, registry.purge_prefix, "http://example.com/")

@@ -5,6 +5,8 @@ Integration tests for L{txproxy.service}: a TCP listener over real loopback sock
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Sequence
 
 from twisted.internet import reactor
@@ -365,3 +367,30 @@ class AdminWiringTests(TestCase):
         assert service.admin_site is not None
         service.admin_site.root.api.remove_server("web", address, "test")
         self.assertEqual(service.idle["web"].count(server), 0)
+
+
+class FootprintTests(SynchronousTestCase):
+    """
+    What a configuration does not use is not loaded: each module costs every
+    process its memory.
+    """
+
+    def test_plain_http_loads_neither_web_nor_h2(self) -> None:
+        """
+        Running a plain HTTP listener without an admin API imports neither
+        twisted.web (the admin API's) nor h2 (HTTP/2's).
+        """
+        program = (
+            "import sys\n"
+            "from twisted.internet import reactor\n"
+            "from txproxy import config\n"
+            "from txproxy.service import makeService\n"
+            "pool = config.Pool('web', servers=[config.Server('127.0.0.1:1')])\n"
+            "listener = config.HTTPListener('tcp:0', routes=[config.Route(pool)])\n"
+            "makeService(config.Proxy(listeners=[listener]), reactor)\n"
+            "print(sorted(name for name in ('twisted.web', 'h2') if name in sys.modules))\n"
+        )
+        output = subprocess.run(
+            [sys.executable, "-c", program], capture_output=True, text=True, check=True
+        ).stdout
+        self.assertEqual(output.strip(), "[]")

@@ -69,10 +69,10 @@ from twisted.web.http import (
 from twisted.web.http import Request as HTTPRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
-from zope.interface import Interface
 
 from txproxy import config
 from txproxy.balancing import BALANCERS
+from txproxy.interfaces import ICachePurge
 from txproxy.pool import WEIGHT_SCALE, DuplicateServer, NoSuchServer, Pool, ServerState
 
 __all__ = [
@@ -84,7 +84,6 @@ __all__ = [
     "BadRequest",
     "BodyTooLarge",
     "BrowserRefused",
-    "ICachePurge",
     "MethodNotAllowed",
     "NoCache",
     "NotFound",
@@ -118,35 +117,6 @@ _OPERATED = {
     "enable": "admin: server {server} of pool {pool} enabled by {client}, now {status}",
     "disable": "admin: server {server} of pool {pool} disabled by {client}, now {status}",
 }
-
-
-class ICachePurge(Interface):
-    """
-    Removes stored responses from txproxy's HTTP cache, for C{DELETE /cache}.
-
-    The cache provides it; L{AdminAPI} takes one or L{None} when no route
-    caches. The admin API has checked that exactly one of C{url} and
-    C{prefix} was given and that it is an absolute C{http} or C{https} URL
-    (or the start of one, for C{prefix}).
-    """
-
-    def purge_url(url: str) -> int:  # noqa: N805
-        """
-        Remove every response stored for one absolute URL, all its variants.
-
-        @return: how many stored responses were removed.
-        @raise ValueError: when the cache cannot take C{url}; the message is
-            answered with 400.
-        """
-
-    def purge_prefix(prefix: str) -> int:  # noqa: N805
-        """
-        Remove every response stored for an absolute URL starting with C{prefix}.
-
-        @return: how many stored responses were removed.
-        @raise ValueError: when the cache cannot take C{prefix}; the message
-            is answered with 400.
-        """
 
 
 class AdminError(Exception):
@@ -729,6 +699,8 @@ class AdminAPI:
                 removed = self._cache.purge_prefix(value)
         except ValueError as error:
             raise BadRequest(str(error), field=name) from None
+        except LookupError:
+            raise NoCache() from None
         self._log.info(
             "admin: {removed} cached response(s) purged by {client}, {kind} {value}",
             action="purge",

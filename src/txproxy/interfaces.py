@@ -143,3 +143,34 @@ class IProxyTransport(ITCPTransport, IConsumer, IPushProducer):
     """
 
     disconnecting: bool = Attribute("C{True} once C{loseConnection} was called.")
+
+
+class ICachePurge(Interface):
+    """
+    Removes stored responses from txproxy's HTTP cache, for C{DELETE /cache}.
+
+    The cache provides it; L{txproxy.admin.AdminAPI} takes one or L{None} when no route
+    caches. The admin API has checked that exactly one of C{url} and
+    C{prefix} was given and that it is an absolute C{http} or C{https} URL
+    (or the start of one, for C{prefix}).
+    """
+
+    def purge_url(url: str) -> int:  # noqa: N805
+        """
+        Remove every response stored for one absolute URL, all its variants.
+
+        @return: how many stored responses were removed.
+        @raise ValueError: when the cache cannot take C{url}; the message is
+            answered with 400.
+        @raise LookupError: when no route caches now; answered with 404.
+        """
+
+    def purge_prefix(prefix: str) -> int:  # noqa: N805
+        """
+        Remove every response stored for an absolute URL starting with C{prefix}.
+
+        @return: how many stored responses were removed.
+        @raise ValueError: when the cache cannot take C{prefix}; the message
+            is answered with 400.
+        @raise LookupError: when no route caches now; answered with 404.
+        """

@@ -5,6 +5,8 @@ Listeners as services: listen on one endpoint while running, and stop gracefully
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Union
+
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
@@ -13,14 +15,17 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
-from txproxy.admin import AdminSite
 from txproxy.http.listener import HTTPFactory
 from txproxy.interfaces import IProxyReactor
 from txproxy.reload import Listener
 from txproxy.tcp import RelayFactory
 from txproxy.tls import ServerTLS
 
-ListenerFactory = RelayFactory | HTTPFactory | AdminSite
+if TYPE_CHECKING:
+    # The admin API needs twisted.web, loaded only where a configuration has one.
+    from txproxy.admin import AdminSite
+
+ListenerFactory = Union[RelayFactory, HTTPFactory, "AdminSite"]
 """
 The factories a listener may serve with: each can close its connections.
 """

@@ -11,7 +11,7 @@ which L{txproxy.service.ProxyService} provides.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 
 from attrs import define, evolve, field
 from twisted.application.service import IService
@@ -21,7 +21,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txproxy import config
-from txproxy.admin import AdminSite
 from txproxy.balancing import balancer_for
 from txproxy.building import (
     access_log_for,
@@ -52,6 +51,9 @@ from txproxy.reload import (
 )
 from txproxy.tcp import RelayFactory
 from txproxy.tls import CertificateError, ServerTLS
+
+if TYPE_CHECKING:
+    from txproxy.admin import AdminSite
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")

@@ -7,13 +7,14 @@ gracefully.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from txproxy import config
-from txproxy.admin import AdminAPI, AdminSite
 from txproxy.building import access_log_for, build_pool, build_server, server_tls_for, summary_for
 from txproxy.clienthello import SNIRoutes
 from txproxy.health import HealthService
@@ -28,6 +29,9 @@ from txproxy.reload import Changes, Listener
 from txproxy.reloading import Reloader, ReloadRefused
 from txproxy.tcp import RelayFactory, RelayTarget
 from txproxy.tls import ServerTLS
+
+if TYPE_CHECKING:
+    from txproxy.admin import AdminSite
 
 __all__ = [
     "ListenerService",
@@ -218,6 +222,9 @@ class ProxyService(MultiService):
         C{self.pools} and C{self.caches} itself, so pools and route caches a
         reload adds or removes show at once.
         """
+        # twisted.web is loaded only for a configuration with an admin API.
+        from txproxy.admin import AdminAPI, AdminSite
+
         self.admin_site = AdminSite(
             AdminAPI(self.pools, build_server, cache=self.caches), self.reactor, token=admin.token
         )

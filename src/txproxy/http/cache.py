@@ -46,9 +46,9 @@ from attrs import evolve, frozen
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from txproxy.admin import ICachePurge
 from txproxy.http.events import Headers, RequestHead, ResponseHead
 from txproxy.http.headers import HOP_BY_HOP
+from txproxy.interfaces import ICachePurge
 
 if TYPE_CHECKING:
     from txproxy.config import Cache

@@ -35,7 +35,6 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from txproxy import config
-from txproxy.admin import ICachePurge, NoCache
 from txproxy.http.cache import (
     CachedAnswer,
     CachedResponse,
@@ -52,6 +51,7 @@ from txproxy.http.compression import ENCODINGS, choose_encoding, encoded_not_mod
 from txproxy.http.events import Headers, RequestHead, ResponseHead
 from txproxy.http.headers import forward_response_headers, header_value
 from txproxy.http.responses import LocalResponse, local_response
+from txproxy.interfaces import ICachePurge
 
 if TYPE_CHECKING:
     from txproxy.http.exchange import Exchange, ExchangeClient, ExchangeLike
@@ -670,7 +670,7 @@ class CacheRegistry:
         """
         Purge C{url} from every store; the count is the total.
 
-        @raise NoCache: when no route caches.
+        @raise LookupError: when no route caches.
         """
         return sum(store.purge_url(url) for store in self._checked())
 
@@ -678,12 +678,12 @@ class CacheRegistry:
         """
         Purge every URL starting with C{prefix} from every store; the count is the total.
 
-        @raise NoCache: when no route caches.
+        @raise LookupError: when no route caches.
         """
         return sum(store.purge_prefix(prefix) for store in self._checked())
 
     def _checked(self) -> tuple[CacheStore, ...]:
         stores = self.stores
         if not stores:
-            raise NoCache()
+            raise LookupError("no route caches")
         return stores

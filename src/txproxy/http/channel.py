@@ -33,7 +33,6 @@ from txproxy.http.events import (
     ResponseHead,
 )
 from txproxy.http.exchange import ExchangeLike
-from txproxy.http.h2 import H2Channel, is_h2_preface
 from txproxy.http.headers import header_value
 from txproxy.http.responses import LocalResponse, local_response
 from txproxy.http.upstream import UpstreamProtocol
@@ -158,6 +157,8 @@ class ClientChannel(Protocol):
             self._tunnel.dataReceived(data)
             return
         if self._sniffing:
+            from txproxy.http.h2 import is_h2_preface
+
             data = self._sniffed + data
             preface = is_h2_preface(data)
             if preface is None:
@@ -184,6 +185,9 @@ class ClientChannel(Protocol):
         The TLS wrapper or the TCP connection delivers to whichever protocol
         it holds, so the new channel takes this one's place there.
         """
+        # h2 is loaded only once a client speaks HTTP/2.
+        from txproxy.http.h2 import H2Channel
+
         self._cancel_timer()
         self.factory.channels.discard(self)
         h2 = H2Channel()
