@@ -5,7 +5,7 @@ The admin API: JSON over HTTP to read the pools and change their servers at run 
 L{AdminAPI} does the work on the runtime pools and says what went wrong with
 exceptions carrying the facts; L{AdminResource} is only HTTP around it
 (token, routing, JSON in and out); L{AdminSite} serves it so that
-C{service.ListenerService} can run it beside the listeners.
+C{txproxy.listening.ListenerService} can run it beside the listeners.
 
 With C{Admin(token=...)} set, every request must send C{Authorization:
 Bearer <token>} (RFC 6750; C{curl --oauth2-bearer TOKEN}); no other header
@@ -988,13 +988,14 @@ class AdminSite(Site):
     Serves the admin API: one L{AdminResource} over HTTP/1.1, with no access
     log (changes are logged by L{AdminAPI}, requests at debug level).
 
-    It can close its connections, so that C{service.ListenerService} runs it
+    It can close its connections, so that C{txproxy.listening.ListenerService} runs it
     as it runs a listener's factory.
 
     @ivar channels: the open connections.
     """
 
     protocol = _AdminChannel  # type: ignore[assignment]
+    noisy = False
     _log = Logger()
 
     def __init__(self, api: AdminAPI, reactor: IReactorTime, token: str | None = None) -> None:
