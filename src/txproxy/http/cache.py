@@ -42,7 +42,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 from urllib.parse import urljoin, urlsplit
 
-from attrs import evolve, frozen
+from attrs import evolve, field, frozen
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -798,6 +798,21 @@ class CachedResponse:
     etag: bytes | None
     last_modified: bytes | None
     size: int
+    # What L{CachePolicy.answer} sends of it whole, made once rather than per
+    # hit: its fields with C{Content-Length} (none for a status without
+    # content), and that length. Derived, so not compared or shown.
+    _served_headers: Headers = field(init=False, eq=False, repr=False)
+    _served_length: int | None = field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if _no_body_status(self.status):
+            served: Headers = tuple(self.headers)
+            length = None
+        else:
+            length = len(self.body)
+            served = (*self.headers, (b"Content-Length", b"%d" % length))
+        object.__setattr__(self, "_served_headers", served)
+        object.__setattr__(self, "_served_length", length)
 
     @classmethod
     def from_response(
@@ -1386,8 +1401,10 @@ class CacheStore:
         """
         Mark a stored response recently used.
         """
-        if (key, entry.vary) in self._lru:
+        try:
             self._lru.move_to_end((key, entry.vary))
+        except KeyError:
+            pass
 
     def put(self, key: str, entry: CachedResponse) -> bool:
         """
@@ -1937,9 +1954,8 @@ class CachePolicy:
             status = CacheStatus(fwd=fwd, collapsed=False if collapsed else None)
             return Lookup(outcome, url, key, None, status, directives, method)
         store.touch(key, entry)
-        age = entry.age(now)
+        age = entry.initial_age + (now - entry.response_time)
         ttl = entry.lifetime - age
-        staleness = max(0.0, -ttl)
         fresh = ttl > 0 and not entry.directives.no_cache
         # RFC 9111 section 5.2.1: what the client asks of the response's age.
         validates = (
@@ -1948,16 +1964,16 @@ class CachePolicy:
             or (directives.min_fresh is not None and ttl < directives.min_fresh)
         )
         outcome = Outcome.REVALIDATE
-        status = CacheStatus(fwd="request" if fresh else "stale")
+        status = _BY_REQUEST if fresh else _STALE
         if not validates:
+            staleness = max(0.0, -ttl)
             if fresh:
                 outcome, status = Outcome.HIT, _HIT
             elif _within(_client_stale_window(entry, directives, error=False), staleness):
                 # RFC 9111 section 4.2.4: the client allows this much staleness.
-                outcome, status = Outcome.HIT, CacheStatus(hit=True, detail="max-stale")
+                outcome, status = Outcome.HIT, _MAX_STALE
             elif _within(self._stale_window(entry, error=False), staleness):
-                outcome = Outcome.STALE
-                status = CacheStatus(hit=True, detail="stale-while-revalidate")
+                outcome, status = Outcome.STALE, _STALE_WHILE_REVALIDATE
         if outcome is Outcome.HIT and collapsed:
             status = CacheStatus(fwd="miss", fwd_status=entry.status, collapsed=True)
         elif outcome is Outcome.REVALIDATE:
@@ -2154,21 +2170,27 @@ class CachePolicy:
         @param now: the current time.
         @param status: the C{Cache-Status} from L{lookup} or L{on_response}.
         """
-        age = entry.age(now)
-        if status.ttl is None:
-            status = status.with_ttl(entry.lifetime - age)
-        added = ((b"Age", b"%d" % max(0, int(age))), (b"Cache-Status", status.value()))
-        if _has_conditions(request.headers):
+        age = entry.initial_age + (now - entry.response_time)
+        conditional = _has_conditions(request.headers)
+        if status is _HIT and not conditional:
+            # The usual hit: what status.with_ttl(ttl).value() would say.
+            value = _HIT_TTL + b"%d" % math.floor(entry.lifetime - age)
+        else:
+            if status.ttl is None:
+                status = status.with_ttl(entry.lifetime - age)
+            value = status.value()
+        added = ((b"Age", b"%d" % max(0, int(age))), (b"Cache-Status", value))
+        if conditional:
             special = _conditional_answer(entry, request, status, added)
             if special is not None:
                 return special
-        if _no_body_status(entry.status):
-            head = ResponseHead(entry.status, entry.reason, b"1.1", entry.headers + added)
+        length = entry._served_length
+        head = ResponseHead(
+            entry.status, entry.reason, b"1.1", entry._served_headers + added, length
+        )
+        if length is None or request.method == b"HEAD":
             return CachedAnswer(head, b"")
-        body = entry.body
-        headers = (*entry.headers, (b"Content-Length", b"%d" % len(body)), *added)
-        head = ResponseHead(entry.status, entry.reason, b"1.1", headers, len(body))
-        return CachedAnswer(head, b"" if request.method == b"HEAD" else body)
+        return CachedAnswer(head, entry.body)
 
 
 def _has_conditions(headers: Headers) -> bool:
@@ -2177,10 +2199,16 @@ def _has_conditions(headers: Headers) -> bool:
     so that the usual request, with neither, costs no more.
     """
     for name, _ in headers:
-        name = name.lower()
-        if name[:3] == b"if-" or name == b"range":
-            return True
+        if name[:1] in _CONDITION_INITIALS:
+            name = name.lower()
+            if name[:3] == b"if-" or name == b"range":
+                return True
     return False
+
+
+# The first letters of the names _has_conditions looks for, so that it lowers
+# only the names that may be one.
+_CONDITION_INITIALS = frozenset((b"i", b"I", b"r", b"R"))
 
 
 def _conditional_answer(
@@ -2231,9 +2259,13 @@ def _conditional_answer(
 
 
 _HIT = CacheStatus(hit=True)
+_HIT_TTL = _HIT.value() + b"; ttl="
 _BY_METHOD = CacheStatus(fwd="method")
 _BYPASSED = CacheStatus(fwd="bypass")
 _BY_REQUEST = CacheStatus(fwd="request")
+_STALE = CacheStatus(fwd="stale")
+_MAX_STALE = CacheStatus(hit=True, detail="max-stale")
+_STALE_WHILE_REVALIDATE = CacheStatus(hit=True, detail="stale-while-revalidate")
 
 
 def _within(window: float | None, staleness: float) -> bool:
