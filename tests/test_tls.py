@@ -271,6 +271,18 @@ class TLSListenerTests(TestCase):
         client.transport.loseConnection()
 
     @inlineCallbacks
+    def test_groups(self) -> Deferred[None]:
+        """
+        Key exchange is by X25519 or P-256 only: a client offering only
+        P-384 is refused, one offering P-256 gets through.
+        """
+        port = self.https()
+        yield self.assertFailure(connect_tls(port, ClientHello(groups=b"P-384")), SSL.Error)
+        client = yield connect_tls(port, ClientHello(groups=b"P-256"))
+        self.assertEqual(client.transport.getHandle().get_protocol_version_name(), "TLSv1.3")
+        client.transport.loseConnection()
+
+    @inlineCallbacks
     def test_alpn(self) -> Deferred[None]:
         """
         ALPN chooses h2 when the client offers it, else http/1.1; with

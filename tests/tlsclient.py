@@ -61,6 +61,8 @@ class ClientHello:
     certificate: trustme.LeafCert | None = None
     # OpenSSL refuses TLS 1.0 and 1.1 at its default security level, even as a client.
     legacy: bool = False
+    # The key exchange groups offered, as OpenSSL names them, or None for its defaults.
+    groups: bytes | None = None
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -75,6 +77,10 @@ class _Creator:
             context.set_max_proto_version(hello.max_version)
         if hello.alpn:
             context.set_alpn_protos(list(hello.alpn))
+        if hello.groups is not None:
+            from OpenSSL._util import lib
+
+            lib.SSL_CTX_set1_curves_list(context._context, hello.groups)
         if hello.certificate is not None:
             hello.certificate.configure_cert(context)
         if hello.ca is not None:

@@ -225,11 +225,14 @@ def _groups(context: SSL.Context) -> None:
     goes through its bindings when they have one; else OpenSSL's defaults,
     which include both, stay.
     """
-    from OpenSSL._util import lib
-
+    try:
+        from OpenSSL._util import lib
+    except ImportError:
+        return
     setter = getattr(lib, "SSL_CTX_set1_curves_list", None)
-    if setter is not None:
-        setter(context._context, CURVES)
+    raw = getattr(context, "_context", None)
+    if setter is not None and raw is not None:
+        setter(raw, CURVES)
 
 
 def _alpn_chooser(offered: Sequence[bytes]) -> Callable[[SSL.Connection, list[bytes]], bytes]:
