@@ -48,7 +48,7 @@ from urllib.parse import quote, urlsplit
 
 from attrs import frozen
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -72,6 +72,7 @@ from twisted.web.server import Request, Site
 
 from txproxy import config
 from txproxy.balancing import BALANCERS
+from txproxy.connections import Connections
 from txproxy.interfaces import ICachePurge
 from txproxy.pool import WEIGHT_SCALE, DuplicateServer, NoSuchServer, Pool, ServerState
 
@@ -1007,8 +1008,7 @@ class AdminSite(Site):
         super().__init__(  # type: ignore[no-untyped-call]
             self.root, reactor=reactor, parsePOSTFormSubmission=False
         )
-        self.channels: set[_AdminChannel] = set()
-        self._all_closed: list[Deferred[None]] = []
+        self.channels: Connections[_AdminChannel] = Connections()
 
     @property
     def token(self) -> str | None:
@@ -1043,10 +1043,6 @@ class AdminSite(Site):
 
     def _channel_closed(self, channel: _AdminChannel) -> None:
         self.channels.discard(channel)
-        if not self.channels and self._all_closed:
-            waiting, self._all_closed = self._all_closed, []
-            for closed in waiting:
-                closed.callback(None)
 
     def close_connections(self) -> Deferred[None]:
         """
@@ -1054,11 +1050,8 @@ class AdminSite(Site):
 
         @return: fires once every connection is gone.
         """
-        if not self.channels:
-            return succeed(None)
-        closed: Deferred[None] = Deferred()
-        self._all_closed.append(closed)
+        emptied = self.channels.emptied()
         for channel in list(self.channels):
             if channel.transport is not None:
                 channel.transport.loseConnection()
-        return closed
+        return emptied

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import cast
 
 from attrs import evolve, frozen
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txproxy.clienthello import ClientHello, ClientHelloReader, NeedMore, SNIRoutes
+from txproxy.connections import Connections
 from txproxy.endpoints import connect_upstream
 from txproxy.interfaces import IProxyReactor, IProxyTransport, PickContext
 from txproxy.pool import Lease, Pool, Unavailable
@@ -475,8 +476,7 @@ class RelayFactory(Factory[Relay]):
             without a C{hello_timeout}.
         """
         self.reactor = reactor
-        self.relays: set[Relay] = set()
-        self._all_closed: list[Deferred[None]] = []
+        self.relays: Connections[Relay] = Connections()
         self.configure(
             pool,
             connect_timeout,
@@ -521,10 +521,6 @@ class RelayFactory(Factory[Relay]):
         Forget a relay whose client connection is gone.
         """
         self.relays.discard(relay)
-        if not self.relays:
-            waiting, self._all_closed = self._all_closed, []
-            for closed in waiting:
-                closed.callback(None)
 
     def close_connections(self) -> Deferred[None]:
         """
@@ -534,13 +530,10 @@ class RelayFactory(Factory[Relay]):
 
         @return: a L{Deferred} that fires once every client connection is gone.
         """
-        if not self.relays:
-            return succeed(None)
-        closed: Deferred[None] = Deferred()
-        self._all_closed.append(closed)
+        emptied = self.relays.emptied()
         for relay in list(self.relays):
             relay.go_away()
-        return closed
+        return emptied
 
     def abort_connections(self) -> None:
         """

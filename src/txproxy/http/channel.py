@@ -189,7 +189,6 @@ class ClientChannel(Protocol):
         from txproxy.http.h2 import H2Channel
 
         self._cancel_timer()
-        self.factory.channels.discard(self)
         h2 = H2Channel()
         h2.factory = self.factory
         transport = self.transport
@@ -198,6 +197,9 @@ class ClientChannel(Protocol):
         else:
             transport.protocol = h2  # type: ignore[attr-defined]
         h2.makeConnection(transport)  # type: ignore[no-untyped-call]
+        # Only now, with the new channel counted, so that a stopping
+        # listener never sees its connections all gone in between.
+        self.factory.channels.discard(self)
         if data:
             h2.dataReceived(data)
 

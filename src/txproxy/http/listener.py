@@ -10,11 +10,12 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from attrs import evolve
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 
 from txproxy import config
+from txproxy.connections import Connections
 from txproxy.http.accesslog import AccessLog
 from txproxy.http.caching import CacheRegistry, CacheRequest, RouteCache, same_cache
 from txproxy.http.channel import ClientChannel
@@ -96,9 +97,8 @@ class HTTPFactory(Factory[ClientChannel]):
         self.caches = CacheRegistry() if caches is None else caches
         self._route_caches: dict[int, RouteCache] = {}
         self._cached_routes: list[tuple[config.Route, RouteCache]] = []
-        self.channels: set[ClientChannel | H2Channel] = set()
+        self.channels: Connections[ClientChannel | H2Channel] = Connections()
         self.accepting = True
-        self._all_closed: list[Deferred[None]] = []
         self.configure(listener)
 
     def configure(self, listener: config.HTTPListener) -> None:
@@ -272,10 +272,6 @@ class HTTPFactory(Factory[ClientChannel]):
         Forget a client connection that closed.
         """
         self.channels.discard(channel)
-        if not self.channels:
-            waiting, self._all_closed = self._all_closed, []
-            for closed in waiting:
-                closed.callback(None)
 
     def close_connections(self) -> Deferred[None]:
         """
@@ -288,13 +284,10 @@ class HTTPFactory(Factory[ClientChannel]):
         @return: a L{Deferred} that fires once every client connection is gone.
         """
         self.accepting = False
-        if not self.channels:
-            return succeed(None)
-        closed: Deferred[None] = Deferred()
-        self._all_closed.append(closed)
+        emptied = self.channels.emptied()
         for channel in list(self.channels):
             channel.go_away()
-        return closed
+        return emptied
 
     def abort_connections(self) -> None:
         """
