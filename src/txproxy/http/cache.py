@@ -1954,7 +1954,7 @@ class CachePolicy:
             status = CacheStatus(fwd=fwd, collapsed=False if collapsed else None)
             return Lookup(outcome, url, key, None, status, directives, method)
         store.touch(key, entry)
-        age = entry.initial_age + (now - entry.response_time)
+        age = entry.age(now)
         ttl = entry.lifetime - age
         fresh = ttl > 0 and not entry.directives.no_cache
         # RFC 9111 section 5.2.1: what the client asks of the response's age.
@@ -2170,7 +2170,7 @@ class CachePolicy:
         @param now: the current time.
         @param status: the C{Cache-Status} from L{lookup} or L{on_response}.
         """
-        age = entry.initial_age + (now - entry.response_time)
+        age = entry.age(now)
         conditional = _has_conditions(request.headers)
         if status is _HIT and not conditional:
             # The usual hit: what status.with_ttl(ttl).value() would say.
