@@ -5,7 +5,9 @@ Tests for L{txproxy.tap}: the C{twistd txproxy} options and plugin.
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -13,8 +15,10 @@ from pathlib import Path
 
 from twisted.application.service import IServiceMaker
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
+from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -285,3 +289,81 @@ class PluginTests(SynchronousTestCase):
         }.values()
         self.assertEqual(maker.module, "txproxy.tap")
         self.assertIs(maker.options, Options)
+
+
+class TwistdLog(ProcessProtocol):
+    """
+    The output of a C{twistd} process, line by line, with a L{Deferred} for
+    the first line that matches a pattern.
+    """
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: Deferred[None] = Deferred()
+        self._waiting: list[tuple[re.Pattern[bytes], Deferred[re.Match[bytes]]]] = []
+
+    def wait_for(self, pattern: bytes) -> Deferred[re.Match[bytes]]:
+        found: Deferred[re.Match[bytes]] = Deferred()
+        self._waiting.append((re.compile(pattern), found))
+        self._check()
+        return found
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        self._check()
+
+    errReceived = outReceived
+
+    def _check(self) -> None:
+        for pattern, found in list(self._waiting):
+            match = pattern.search(self.output)
+            if match is not None:
+                self._waiting.remove((pattern, found))
+                found.callback(match)
+
+    def processEnded(self, reason: Failure) -> None:
+        for _, found in self._waiting:
+            found.errback(AssertionError(f"twistd ended without it; it said:\n{self.output!r}"))
+        self._waiting = []
+        self.ended.callback(None)
+
+
+class TwistdTests(TestCase):
+    """
+    C{twistd -n txproxy}, the README's command, run as a user runs it.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_serves_on_proxy_reactor(self) -> Deferred[None]:
+        """
+        Without C{-r}, C{twistd txproxy} runs on L{txproxy.reactor.ProxyReactor}
+        and proxies a request; C{SIGTERM} stops it.
+        """
+        from twisted.internet import reactor
+
+        origin = start_origin(self).getHost().port
+        path = Path(self.mktemp())
+        path.write_text(HTTP.format(port=origin, route=""))
+        twistd = Path(sys.executable).with_name("twistd")
+        output = TwistdLog()
+        argv = [str(twistd), "-n", "--pidfile=", "txproxy", "--config", str(path)]
+        process = reactor.spawnProcess(output, str(twistd), argv, env=os.environ)
+
+        def stop() -> Deferred[None]:
+            if process.pid is not None:
+                process.signalProcess("TERM")
+            return output.ended
+
+        self.addCleanup(stop)
+        yield output.wait_for(rb"reactor class: txproxy\.reactor\.ProxyReactor")
+        ready = yield output.wait_for(rb"ready on 127\.0\.0\.1:(\d+)")
+        client: RawClient = yield connect_raw(int(ready.group(1)))
+        client.transport.write(b"GET /twistd HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        status, headers, body = split_response((yield client.closed))
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(body)["uri"], "/twistd")
+        process.signalProcess("TERM")
+        yield output.ended
+        self.assertIn(b"Server Shut Down", output.output)

@@ -5,6 +5,7 @@ The C{twistd txproxy} command line: options, the default configuration, and the 
 
 from __future__ import annotations
 
+import select
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -155,11 +156,24 @@ class HangupReloads(Service):
         signal.signal(signal.SIGHUP, self._previous)  # type: ignore[arg-type]
 
 
+def install_reactor() -> None:
+    """
+    Install L{txproxy.reactor.ProxyReactor} where epoll is, unless a reactor
+    is installed already (C{twistd -r NAME} installs the one named).
+    """
+    if "twisted.internet.reactor" in sys.modules or not hasattr(select, "epoll"):
+        return
+    from txproxy.reactor import install
+
+    install()
+
+
 def makeService(options: Options) -> IService:
     """
     Build the service tree for the loaded configuration on the global
     reactor, reloading the configuration file on C{SIGHUP} (see L{FileReload}).
     """
+    install_reactor()
     from twisted.internet import reactor
 
     from txproxy import service
