@@ -20,7 +20,7 @@ from tests.test_http_channel import (
     status_line,
 )
 from txproxy.http.events import EndOfMessage, ResponseEvent, ResponseHead
-from txproxy.http.upstream import IdleUpstreams, UpstreamProtocol
+from txproxy.http.upstream import SURPLUS_GRACE, IdleUpstreams, UpstreamProtocol
 from txproxy.pool import ServerState
 
 
@@ -195,10 +195,36 @@ class KeepAliveTests(SynchronousTestCase):
         self.assertTrue(client.transport.disconnecting)
         listener.assert_closed_cleanly()
 
-    def test_full_cache_closes_connection(self) -> None:
+    def test_surplus_closed_after_grace(self) -> None:
         """
         With C{keepalive} connections already idle for a server, another whose
-        exchange ends is closed instead of kept.
+        exchange ends is kept too; L{SURPLUS_GRACE} after the surplus began,
+        the connection idle longest closes.
+        """
+        listener = MemoryListener(self, keepalive=1)
+        first, second = listener.connect(), listener.connect()
+        first.send(GET)
+        second.send(GET)
+        one, two = listener.accept(0), listener.accept(1)
+        one.respond(OK)
+        listener.reactor.advance(0.25)
+        two.respond(OK)
+        self.assertEqual(listener.idle.count(listener.server()), 2)
+        listener.reactor.advance(SURPLUS_GRACE - 0.01)
+        self.assertFalse(one.transport.disconnecting)
+        listener.reactor.advance(0.01)
+        self.assertTrue(one.transport.disconnecting)
+        self.assertFalse(two.transport.disconnecting)
+        self.assertFalse(one.aborted)
+        one.close()
+        self.assertEqual(listener.idle.count(listener.server()), 1)
+        listener.assert_closed_cleanly()
+
+    def test_surplus_reused_within_grace(self) -> None:
+        """
+        A connection past C{keepalive} that a request takes before
+        L{SURPLUS_GRACE} is over stays open: a burst of responses followed by a
+        burst of requests connects nothing new.
         """
         listener = MemoryListener(self, keepalive=1)
         first, second = listener.connect(), listener.connect()
@@ -207,10 +233,32 @@ class KeepAliveTests(SynchronousTestCase):
         one, two = listener.accept(0), listener.accept(1)
         one.respond(OK)
         two.respond(OK)
-        self.assertEqual(listener.idle.count(listener.server()), 1)
+        listener.reactor.advance(SURPLUS_GRACE / 2)
+        first.send(GET)
+        second.send(GET)
+        self.assertEqual(len(listener.reactor.tcpClients), 2)
+        listener.reactor.advance(SURPLUS_GRACE)
         self.assertFalse(one.transport.disconnecting)
-        self.assertTrue(two.transport.disconnecting)
-        self.assertFalse(two.aborted)
+        self.assertFalse(two.transport.disconnecting)
+        one.respond(OK)
+        two.respond(OK)
+        self.assertEqual(listener.idle.count(listener.server()), 2)
+        listener.reactor.advance(SURPLUS_GRACE)
+        self.assertEqual([one.transport.disconnecting, two.transport.disconnecting], [True, False])
+        listener.assert_closed_cleanly()
+
+    def test_keepalive_zero_closes_at_once(self) -> None:
+        """
+        With C{keepalive=0} no connection is kept: each closes after its response.
+        """
+        listener = MemoryListener(self, keepalive=0)
+        client = listener.connect()
+        client.send(GET)
+        upstream = listener.accept()
+        upstream.respond(OK)
+        self.assertEqual(client.received(), FORWARDED_OK)
+        self.assertTrue(upstream.transport.disconnecting)
+        self.assertEqual(listener.idle.count(listener.server()), 0)
         listener.assert_closed_cleanly()
 
     def test_stale_connection_retries_idempotent_request(self) -> None:
@@ -325,6 +373,35 @@ class IdleUpstreamsTests(SynchronousTestCase):
         first.connectionLost(Failure(ConnectionDone()))
         second.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.idle.count(self.server), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_surplus_trimmed_oldest_first(self) -> None:
+        """
+        Connections past C{max_idle} close, the oldest first, each once it has
+        been idle for L{SURPLUS_GRACE} and only while the server has a
+        surplus; L{IdleUpstreams.close} cancels the timer.
+        """
+        connections = [self.connected() for _ in range(4)]
+        (a, a_transport), (b, b_transport), (c, c_transport), (d, d_transport) = connections
+        self.idle.put(a)
+        self.idle.put(b)
+        self.clock.advance(0.5)
+        self.idle.put(c)
+        self.clock.advance(SURPLUS_GRACE)
+        self.assertEqual(
+            [t.disconnecting for t in (a_transport, b_transport, c_transport)],
+            [True, False, False],
+        )
+        a.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.idle.count(self.server), 2)
+        self.clock.advance(0.1)
+        self.idle.put(d)
+        self.clock.advance(SURPLUS_GRACE / 2)
+        self.assertFalse(b_transport.disconnecting)
+        self.idle.close()
+        self.assertTrue(all(t.disconnected for t in (b_transport, c_transport, d_transport)))
+        for upstream in (b, c, d):
+            upstream.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_use_counts_requests(self) -> None:

@@ -861,7 +861,9 @@ class Pool(_Declared):
         available, before txproxy answers 503.
     @ivar queue_timeout: seconds a request may wait there.
     @ivar keepalive: how many idle HTTP connections to keep open per server
-        for reuse (nginx's C{keepalive}); 0 closes each after its response.
+        for reuse (nginx's C{keepalive}); those past it close after a second
+        unused, so that a burst does not close connections it is about to
+        reuse; 0 closes each after its response.
     @ivar keepalive_timeout: seconds an idle connection is kept. Keep it
         below the servers' own keep-alive timeout (5 s for Node.js, uvicorn
         and Apache), so that txproxy, not the server, closes idle connections.
