@@ -114,7 +114,7 @@ class ProxyReactor(EPollReactor):
             if selectable is None:
                 continue
             try:
-                dispatch(selectable, fd, event)
+                dispatch(selectable, fd, event)  # type: ignore[no-untyped-call]
             except KeyboardInterrupt:
                 raise
             except BaseException:
@@ -143,7 +143,7 @@ class ProxyReactor(EPollReactor):
             self._writing = writer
             self._wrote_all = False
             try:
-                dispatch(writer, writer.fileno(), EPOLLOUT)
+                dispatch(writer, writer.fileno(), EPOLLOUT)  # type: ignore[no-untyped-call]
             except KeyboardInterrupt:
                 raise
             except BaseException:
