@@ -118,7 +118,7 @@ class _Reader:
     @ivar _raw: the bytes after a switch of protocols, for C{detach}.
     """
 
-    _parser: HttpRequestParser | HttpResponseParser
+    _parser: HttpRequestParser | HttpResponseParser | None = None
 
     def __init__(
         self, max_header_size: int, max_headers: int, bad_status: int, too_large: int
@@ -202,8 +202,12 @@ class _Reader:
         """
         while True:
             self._data = data
+            parser = self._parser
+            if parser is None:
+                # Made at the first bytes: an idle connection holds no llhttp state.
+                parser = self._parser = self._new_parser()
             try:
-                self._parser.feed_data(data)
+                parser.feed_data(data)
                 return
             except HttpParserUpgrade as pause:
                 rest = self._upgraded(data, pause.args[0])
@@ -222,6 +226,12 @@ class _Reader:
                 if self._phase is not _Phase.CLOSED:
                     self._fail(BadMessage(str(error), self._bad_status))
                 return
+
+    def _new_parser(self) -> HttpRequestParser | HttpResponseParser:
+        """
+        A new llhttp parser calling back this reader.
+        """
+        raise NotImplementedError()
 
     def _upgraded(self, data: bytes, offset: int) -> bytes | None:
         """
@@ -392,7 +402,7 @@ class RequestReader(_Reader):
     @ivar _raw_left: the bytes of an Upgrade request's body not yet read.
     """
 
-    _parser: HttpRequestParser
+    _parser: HttpRequestParser | None
 
     def __init__(
         self, max_header_size: int = 16384, max_headers: int = 100, max_target: int = 8192
@@ -408,7 +418,10 @@ class RequestReader(_Reader):
         self._pausing = False
         self._switch = False
         self._raw_left = 0
-        self._parser = HttpRequestParser(self)
+        self._parser = None
+
+    def _new_parser(self) -> HttpRequestParser:
+        return HttpRequestParser(self)
 
     def feed(self, data: bytes) -> list[RequestEvent]:
         """
@@ -480,6 +493,7 @@ class RequestReader(_Reader):
         llhttp: the head is complete: check it and give its L{RequestHead}.
         """
         parser = self._parser
+        assert parser is not None  # llhttp is calling back
         method = parser.get_method()
         if (
             self._head_bytes + len(self._data) > self._max_header_size
@@ -647,7 +661,7 @@ class ResponseReader(_Reader):
     @ivar _tail: the last bytes of the head being read from earlier feeds.
     """
 
-    _parser: HttpResponseParser
+    _parser: HttpResponseParser | None
 
     def __init__(self, max_header_size: int = 65536, max_headers: int = 200) -> None:
         """
@@ -662,7 +676,10 @@ class ResponseReader(_Reader):
         self._interims = 0
         self._began_before = False
         self._tail = b""
-        self._parser = HttpResponseParser(self)
+        self._parser = None
+
+    def _new_parser(self) -> HttpResponseParser:
+        return HttpResponseParser(self)
 
     def expect(self, method: bytes) -> None:
         """
@@ -738,6 +755,7 @@ class ResponseReader(_Reader):
         for a response without a body its L{EndOfMessage}.
         """
         parser = self._parser
+        assert parser is not None  # llhttp is calling back
         if (
             self._head_bytes + len(self._data) > self._max_header_size
             or len(self._headers) > self._max_headers
