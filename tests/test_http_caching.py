@@ -15,7 +15,8 @@ from tests.test_http_channel import Client, Upstream
 from txproxy import config
 from txproxy.http.accesslog import AccessRecord
 from txproxy.http.cache import CachedResponse, CacheStore
-from txproxy.http.caching import CacheRegistry, RouteCache, same_cache
+from txproxy.http.cacheregistry import CacheRegistry
+from txproxy.http.caching import RouteCache, same_cache
 from txproxy.http.channel import ClientChannel
 from txproxy.http.events import RequestHead, ResponseHead
 from txproxy.http.listener import HTTPFactory

@@ -33,7 +33,7 @@ from txproxy.building import (
 )
 from txproxy.health import HealthService
 from txproxy.http.accesslog import AccessLog
-from txproxy.http.caching import CacheRegistry
+from txproxy.http.cacheregistry import CacheRegistry
 from txproxy.http.listener import HTTPFactory
 from txproxy.http.upstream import IdleUpstreams
 from txproxy.interfaces import IBalancer, IProxyReactor, IServiceFactory

@@ -19,7 +19,7 @@ from txproxy.building import access_log_for, build_pool, build_server, server_tl
 from txproxy.clienthello import SNIRoutes
 from txproxy.health import HealthService
 from txproxy.http.accesslog import AccessLog
-from txproxy.http.caching import CacheRegistry
+from txproxy.http.cacheregistry import CacheRegistry
 from txproxy.http.listener import HTTPFactory
 from txproxy.http.upstream import IdleUpstreams
 from txproxy.interfaces import IPoolObserver, IProxyReactor, IServerView, IServiceFactory

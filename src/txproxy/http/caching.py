@@ -26,7 +26,7 @@ shares one stored variant, encoded once, when it was stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from attrs import evolve
@@ -51,7 +51,6 @@ from txproxy.http.compression import ENCODINGS, choose_encoding, encoded_not_mod
 from txproxy.http.events import Headers, RequestHead, ResponseHead
 from txproxy.http.headers import forward_response_headers, header_value
 from txproxy.http.responses import LocalResponse, local_response
-from txproxy.interfaces import ICachePurge
 
 if TYPE_CHECKING:
     from txproxy.http.exchange import Exchange, ExchangeClient, ExchangeLike
@@ -60,7 +59,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackgroundClient",
-    "CacheRegistry",
     "CacheRequest",
     "CachedExchange",
     "Forward",
@@ -625,65 +623,3 @@ class BackgroundClient:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-
-
-@implementer(ICachePurge)
-class CacheRegistry:
-    """
-    Every route cache of every HTTP listener, for the admin API's C{DELETE
-    /cache}: listeners register theirs as they are configured, a reload
-    included, and forget them as they stop.
-    """
-
-    def __init__(self) -> None:
-        self._stores: dict[object, tuple[CacheStore, ...]] = {}
-
-    def register(self, owner: object, stores: Iterable[CacheStore]) -> None:
-        """
-        Set the stores of C{owner} (a listener's factory), in place of those
-        it registered before.
-        """
-        stores = tuple(stores)
-        if stores:
-            self._stores[owner] = stores
-        else:
-            self._stores.pop(owner, None)
-
-    def forget(self, owner: object) -> None:
-        """
-        Drop the stores of C{owner}.
-        """
-        self._stores.pop(owner, None)
-
-    @property
-    def stores(self) -> tuple[CacheStore, ...]:
-        """
-        The stores registered, each once.
-        """
-        seen: dict[int, CacheStore] = {}
-        for stores in self._stores.values():
-            for store in stores:
-                seen.setdefault(id(store), store)
-        return tuple(seen.values())
-
-    def purge_url(self, url: str) -> int:
-        """
-        Purge C{url} from every store; the count is the total.
-
-        @raise LookupError: when no route caches.
-        """
-        return sum(store.purge_url(url) for store in self._checked())
-
-    def purge_prefix(self, prefix: str) -> int:
-        """
-        Purge every URL starting with C{prefix} from every store; the count is the total.
-
-        @raise LookupError: when no route caches.
-        """
-        return sum(store.purge_prefix(prefix) for store in self._checked())
-
-    def _checked(self) -> tuple[CacheStore, ...]:
-        stores = self.stores
-        if not stores:
-            raise LookupError("no route caches")
-        return stores

@@ -15,7 +15,6 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from txproxy.http.cache import Action, CachedAnswer, ResponseFill, with_cache_status
 from txproxy.http.compression import Encoder, decide
 from txproxy.http.events import (
     BadMessage,
@@ -34,6 +33,7 @@ from txproxy.interfaces import PickContext
 from txproxy.pool import Lease, Pool, Unavailable
 
 if TYPE_CHECKING:
+    from txproxy.http.cache import CachedAnswer, ResponseFill
     from txproxy.http.caching import CacheRequest
 
 # RFC 9110 section 9.2.2.
@@ -452,6 +452,9 @@ class Exchange:
         cache = self._cache
         cache_status = None
         if cache is not None:
+            # Loaded only where a route caches, and so already here.
+            from txproxy.http.cache import Action, with_cache_status
+
             # The cache judges and stores the server's response as the
             # client gets its body: encoded, where it is compressed.
             decision = cache.on_response(response if plan is None else plan.applied_to(response))

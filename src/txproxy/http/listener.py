@@ -17,7 +17,7 @@ from twisted.internet.protocol import Factory
 from txproxy import config
 from txproxy.connections import Connections
 from txproxy.http.accesslog import AccessLog
-from txproxy.http.caching import CacheRegistry, CacheRequest, RouteCache, same_cache
+from txproxy.http.cacheregistry import CacheRegistry
 from txproxy.http.channel import ClientChannel
 from txproxy.http.events import Headers, RequestHead
 from txproxy.http.exchange import Exchange, ExchangeClient, ExchangeLike, ExchangeSettings
@@ -32,6 +32,7 @@ from txproxy.pool import Pool
 from txproxy.tls import client_certificate_facts
 
 if TYPE_CHECKING:
+    from txproxy.http.caching import CacheRequest, RouteCache
     from txproxy.http.h2 import H2Channel
 
 CLIENT_CERTIFICATE_HEADERS = (b"x-client-cert-subject", b"x-client-cert-fingerprint")
@@ -128,6 +129,9 @@ class HTTPFactory(Factory[ClientChannel]):
         for route in listener.routes:
             if route.cache is None:
                 continue
+            # Loaded only where a route caches.
+            from txproxy.http.caching import RouteCache, same_cache
+
             kept = next(
                 (cache for old, cache in self._cached_routes if same_cache(old, route)), None
             )
