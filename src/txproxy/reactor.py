@@ -72,8 +72,10 @@ class ProxyReactor(EPollReactor):
         or for epoll.
         """
         if writer is self._writing:
+            # It came from _pending, so epoll does not watch it: nothing to undo there.
             self._wrote_all = True
-        if writer in self._pending:
+            self._pending.pop(writer, None)
+        elif writer in self._pending:
             del self._pending[writer]
         elif writer in self._flushing:
             del self._flushing[writer]
