@@ -6,6 +6,7 @@ L{ProxyReactor}, and what it changes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from select import EPOLLOUT
 from typing import Any
 
 from twisted.internet.interfaces import (
@@ -164,6 +165,95 @@ class ProxyReactorTests(ReactorBuilder):
             e for e in logged if "log_failure" in e and e["log_failure"].check(ZeroDivisionError)
         ]
         self.assertIn("error handling an event", failures[0]["log_format"])
+
+    def watch_writes(self, reactor: ProxyReactor) -> list[int]:
+        """
+        Record the file descriptors C{reactor} asks epoll to watch for writing.
+        """
+        watched: list[int] = []
+        poller = reactor._poller
+
+        class Recording:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(poller, name)
+
+            def register(self, fd: int, flags: int) -> None:
+                if flags & EPOLLOUT:
+                    watched.append(fd)
+                poller.register(fd, flags)
+
+            def modify(self, fd: int, flags: int) -> None:
+                if flags & EPOLLOUT:
+                    watched.append(fd)
+                poller.modify(fd, flags)
+
+        reactor._poller = Recording()
+        return watched
+
+    def test_write_sent_at_end_of_turn(self) -> None:
+        """
+        What a protocol writes goes out at the end of the reactor's turn,
+        without epoll watching the socket for writing, when the socket takes it all.
+        """
+        reactor = self.buildReactor()
+        watched = self.watch_writes(reactor)
+        received: list[bytes] = []
+
+        class Greeter(Protocol):
+            def connectionMade(self) -> None:
+                self.transport.write(b"hello, ")
+                self.transport.write(b"world")
+
+        class Reader(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                received.append(data)
+                if b"".join(received) == b"hello, world":
+                    reactor.stop()
+
+        port = reactor.listenTCP(0, Factory.forProtocol(Greeter), interface="127.0.0.1")
+        reactor.connectTCP("127.0.0.1", port.getHost().port, ClientFactory.forProtocol(Reader))
+        self.runReactor(reactor, timeout=5)
+        self.assertEqual(b"".join(received), b"hello, world")
+        # The client's connect is the only wait for writability.
+        self.assertLessEqual(len(watched), 1)
+
+    def test_partial_write_waits_for_epoll(self) -> None:
+        """
+        A writer whose socket takes less than all it has is watched by epoll
+        until it can send the rest; every byte arrives.
+        """
+        reactor = self.buildReactor()
+        size = 32 * 1024 * 1024
+        received: list[int] = []
+        writers_while_paused: list[object] = []
+        server: list[Protocol] = []
+
+        class Flood(Protocol):
+            def connectionMade(self) -> None:
+                server.append(self)
+                self.transport.write(b"x" * size)
+
+        class Slow(Protocol):
+            def connectionMade(self) -> None:
+                self.transport.pauseProducing()
+                reactor.callLater(0.2, self.resume)
+
+            def resume(self) -> None:
+                writers_while_paused.extend(reactor.getWriters())
+                self.transport.resumeProducing()
+
+            def dataReceived(self, data: bytes) -> None:
+                received.append(len(data))
+                if sum(received) == size:
+                    reactor.stop()
+
+        port = reactor.listenTCP(0, Factory.forProtocol(Flood), interface="127.0.0.1")
+        reactor.connectTCP("127.0.0.1", port.getHost().port, ClientFactory.forProtocol(Slow))
+        self.runReactor(reactor, timeout=10)
+        self.assertEqual(sum(received), size)
+        [flood] = server
+        self.assertIn(flood.transport, writers_while_paused)
+        self.assertNotIn(flood.transport, reactor.getWriters())
 
 
 globals().update(ProxyReactorTests.makeTestCaseClasses())

@@ -139,22 +139,28 @@ class ProxyReactor(EPollReactor):
         flushing = self._flushing = self._pending
         self._pending = {}
         dispatch = self._doReadOrWrite
-        while flushing:
-            writer = next(iter(flushing))
-            del flushing[writer]
-            self._writing = writer
-            self._wrote_all = False
-            try:
-                dispatch(writer, writer.fileno(), EPOLLOUT)  # type: ignore[no-untyped-call]
-            except KeyboardInterrupt:
-                raise
-            except BaseException:
-                self._log.failure("error writing for {writer!r}", None, writer=writer)
-                continue
-            if not self._wrote_all and writer not in self._pending:
-                # The socket took less than all: wait until it takes more.
-                super().addWriter(writer)  # type: ignore[no-untyped-call]
-        self._writing = None
+        try:
+            while flushing:
+                writer = next(iter(flushing))
+                del flushing[writer]
+                self._writing = writer
+                self._wrote_all = False
+                try:
+                    dispatch(writer, writer.fileno(), EPOLLOUT)  # type: ignore[no-untyped-call]
+                except KeyboardInterrupt:
+                    raise
+                except BaseException:
+                    self._log.failure("error writing for {writer!r}", None, writer=writer)
+                    continue
+                if not self._wrote_all and writer not in self._pending:
+                    # The socket took less than all: wait until it takes more.
+                    super().addWriter(writer)  # type: ignore[no-untyped-call]
+        finally:
+            self._writing = None
+            if flushing:
+                # Interrupted: the writers not reached write at the end of the next turn.
+                self._pending.update(flushing)
+                flushing.clear()
 
 
 def install() -> ProxyReactor:
