@@ -118,7 +118,7 @@ class _Reader:
     @ivar _raw: the bytes after a switch of protocols, for C{detach}.
     """
 
-    _parser: HttpRequestParser | HttpResponseParser | None = None
+    _parser: HttpRequestParser | HttpResponseParser | None
 
     def __init__(
         self, max_header_size: int, max_headers: int, bad_status: int, too_large: int
@@ -128,6 +128,8 @@ class _Reader:
         self._bad_status = bad_status
         self._too_large = too_large
         self._phase = _Phase.IDLE
+        # Made at the first bytes (see _parse): an idle connection holds no llhttp state.
+        self._parser = None
         self._events: list[_Event] = []
         self._data = b""
         self._line: list[bytes] = []
@@ -204,7 +206,6 @@ class _Reader:
             self._data = data
             parser = self._parser
             if parser is None:
-                # Made at the first bytes: an idle connection holds no llhttp state.
                 parser = self._parser = self._new_parser()
             try:
                 parser.feed_data(data)
@@ -418,7 +419,6 @@ class RequestReader(_Reader):
         self._pausing = False
         self._switch = False
         self._raw_left = 0
-        self._parser = None
 
     def _new_parser(self) -> HttpRequestParser:
         return HttpRequestParser(self)
@@ -676,7 +676,6 @@ class ResponseReader(_Reader):
         self._interims = 0
         self._began_before = False
         self._tail = b""
-        self._parser = None
 
     def _new_parser(self) -> HttpResponseParser:
         return HttpResponseParser(self)
@@ -831,8 +830,8 @@ class ResponseReader(_Reader):
             self._head_bytes = 0
             self._tail = b""
             if keep_alive:
-                # llhttp cannot be told to skip a body: start afresh.
-                self._parser = HttpResponseParser(self)
+                # llhttp cannot be told to skip a body: start afresh at the next bytes.
+                self._parser = None
                 self._phase = _Phase.IDLE
             else:
                 self._phase = _Phase.CLOSED
