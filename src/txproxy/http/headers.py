@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from attrs import field, frozen
+from attrs import Factory, field, frozen
 
 from txproxy.http.events import Headers, RequestHead, ResponseHead
 
@@ -112,14 +112,17 @@ class HeaderEdits:
 
     remove: frozenset[bytes] = frozenset()
     set: tuple[tuple[bytes, bytes], ...] = ()
-    _dropped: frozenset[bytes] = field(init=False, repr=False, eq=False)
-
-    @_dropped.default
-    def _dropped_names(self) -> frozenset[bytes]:
-        """
-        The names of the fields L{apply} drops: those removed and those set.
-        """
-        return self.remove | {name.lower() for name, _ in self.set}
+    # The names of the fields apply() drops: those removed and those set. A
+    # lambda, not a method or function: mypyc compiles this module, and takes
+    # an attrs default only in this form.
+    _dropped: frozenset[bytes] = field(
+        init=False,
+        repr=False,
+        eq=False,
+        default=Factory(
+            lambda edits: edits.remove | {name.lower() for name, _ in edits.set}, takes_self=True
+        ),
+    )
 
     @classmethod
     def from_config(cls, remove: Iterable[str], set: Iterable[tuple[str, str]]) -> HeaderEdits:
