@@ -8,6 +8,7 @@ into bench/RESULTS.md.
 from __future__ import annotations
 
 import datetime
+import importlib.machinery
 import importlib.util
 import os
 import platform
@@ -297,12 +298,18 @@ def txproxy_source() -> str:
     if spec is None or spec.origin is None:
         return "not installed"
     source = Path(spec.origin).resolve().parent.parent
+    parsing = importlib.util.find_spec("txproxy.http.parsing")
+    compiled = parsing is not None and (parsing.origin or "").endswith(
+        tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    )
+    # setup.py compiles the sans-IO HTTP modules, except in an editable install.
+    form = "its HTTP modules compiled by mypyc" if compiled else "plain Python"
     commit = capture(["git", "-C", str(source), "rev-parse", "--short", "HEAD"]).strip()
     if not re.fullmatch(r"[0-9a-f]{7,40}", commit):
-        return f"from {source} (not a git work tree)"
+        return f"from {source} (not a git work tree), {form}"
     changes = capture(["git", "-C", str(source), "status", "--porcelain", "--", "."]).strip()
     state = " with uncommitted changes" if changes else ""
-    return f"from {source}, commit {commit}{state}"
+    return f"from {source}, commit {commit}{state}, {form}"
 
 
 def machine() -> str:
