@@ -403,8 +403,6 @@ class RequestReader(_Reader):
     @ivar _raw_left: the bytes of an Upgrade request's body not yet read.
     """
 
-    _parser: HttpRequestParser | None
-
     def __init__(
         self, max_header_size: int = 16384, max_headers: int = 100, max_target: int = 8192
     ) -> None:
@@ -493,7 +491,7 @@ class RequestReader(_Reader):
         llhttp: the head is complete: check it and give its L{RequestHead}.
         """
         parser = self._parser
-        assert parser is not None  # llhttp is calling back
+        assert isinstance(parser, HttpRequestParser)  # llhttp is calling back
         method = parser.get_method()
         if (
             self._head_bytes + len(self._data) > self._max_header_size
@@ -661,8 +659,6 @@ class ResponseReader(_Reader):
     @ivar _tail: the last bytes of the head being read from earlier feeds.
     """
 
-    _parser: HttpResponseParser | None
-
     def __init__(self, max_header_size: int = 65536, max_headers: int = 200) -> None:
         """
         @param max_header_size: the most bytes of a status line and header
@@ -754,7 +750,7 @@ class ResponseReader(_Reader):
         for a response without a body its L{EndOfMessage}.
         """
         parser = self._parser
-        assert parser is not None  # llhttp is calling back
+        assert isinstance(parser, HttpResponseParser)  # llhttp is calling back
         if (
             self._head_bytes + len(self._data) > self._max_header_size
             or len(self._headers) > self._max_headers
