@@ -179,7 +179,7 @@ def txproxy_launcher(name: str, cache: bool) -> Launcher:
     def launch(supervisor: Supervisor, port: int, origin: int, level: int) -> Process:
         twistd = Path(sys.executable).with_name("twistd")
         if not twistd.exists():
-            raise StartFailed(f"txproxy is not installed for {sys.executable}: pip install -e .")
+            raise StartFailed(f"txproxy is not installed for {sys.executable}: pip install .")
         config = str(BENCH / "txproxy_cache.py")
         env = {
             "TXPROXY_BENCH_LISTEN": f"tcp:{port}:interface=127.0.0.1",

@@ -200,7 +200,7 @@ def start_txproxy(supervisor: Supervisor, config: Path, listen: int, admin_port:
     """
     twistd = Path(sys.executable).with_name("twistd")
     if not twistd.exists():
-        raise StartFailed(f"twistd is not installed for {sys.executable}: pip install -e .")
+        raise StartFailed(f"twistd is not installed for {sys.executable}: pip install .")
     argv = [str(twistd), "-n", "--pidfile=", "--logger=failover_log.observer"]
     argv += ["txproxy", "--config", str(config)]
     path = os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")]))

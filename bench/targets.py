@@ -104,7 +104,7 @@ def tls_files(directory: Path) -> TLSFiles:
         import trustme
     except ImportError:
         raise StartFailed(
-            f"trustme is not installed for {sys.executable}: pip install -e '.[test]'"
+            f"trustme is not installed for {sys.executable}: pip install '.[test]'"
         ) from None
     root = trustme.CA(key_type=trustme.KeyType.ECDSA)
     intermediate = root.create_child_ca(key_type=trustme.KeyType.ECDSA)
@@ -242,7 +242,7 @@ def tls_script_launcher(name: str, script: str) -> Launcher:
 
     def launch(supervisor: Supervisor, port: int, origin: int) -> Process:
         if importlib.util.find_spec("txproxy") is None:
-            raise StartFailed(f"txproxy is not installed for {sys.executable}: pip install -e .")
+            raise StartFailed(f"txproxy is not installed for {sys.executable}: pip install .")
         certificate = tls_files(supervisor.directory).certificate
         argv = [sys.executable, str(BENCH / script), str(port), str(certificate)]
         return supervisor.start(name, argv)
@@ -282,7 +282,7 @@ def txproxy_launcher(name: str, config: str, tls: bool = False) -> Launcher:
     def launch(supervisor: Supervisor, port: int, origin: int) -> Process:
         twistd = Path(sys.executable).with_name("twistd")
         if importlib.util.find_spec("txproxy") is None or not twistd.exists():
-            raise StartFailed(f"txproxy is not installed for {sys.executable}: pip install -e .")
+            raise StartFailed(f"txproxy is not installed for {sys.executable}: pip install .")
         argv = [str(twistd), "-n", "--pidfile=", "txproxy", "--config", str(BENCH / config)]
         env = {
             "TXPROXY_BENCH_LISTEN": f"tcp:{port}:interface=127.0.0.1",
