@@ -112,9 +112,9 @@ class HeaderEdits:
 
     remove: frozenset[bytes] = frozenset()
     set: tuple[tuple[bytes, bytes], ...] = ()
-    # The names of the fields apply() drops: those removed and those set. A
-    # lambda, not a method or function: mypyc compiles this module, and takes
-    # an attrs default only in this form.
+    # The names of the fields apply() drops: those removed and those set. An
+    # inline lambda because mypyc, which compiles this module, gets a default
+    # made by a decorated method or by a module function wrong.
     _dropped: frozenset[bytes] = field(
         init=False,
         repr=False,
