@@ -55,7 +55,7 @@ from pathlib import Path
 # into the repository, not even their bytecode.
 sys.dont_write_bytecode = True
 
-from measurements import Measurement, tree_cpu  # noqa: E402
+from measurements import Measurement, load_with_wrk, tree_cpu  # noqa: E402
 from processes import (  # noqa: E402
     START_TIMEOUT,
     Process,
@@ -328,28 +328,8 @@ def run_wrk(
 
     @raise RunFailed: if wrk fails or completes no request.
     """
-    wrk = find_tool("wrk")
-    if wrk is None:
-        raise RunFailed("wrk is not installed: run bench/setup.sh")
-    argv = [wrk, "-t1", f"-c{settings.connections}", f"-d{settings.duration}s"]
-    argv += ["--timeout", WRK_TIMEOUT, "-s", str(BENCH / "wrk_json.lua")]
-    for header in scenario.headers:
-        argv += ["-H", header]
-    argv.append(f"http://127.0.0.1:{port}{scenario.path}")
-    output = supervisor.run("wrk", argv, settings.duration + WRK_GRACE)
-    found = next((line for line in output.splitlines() if line.startswith("BENCH-JSON ")), None)
-    if found is None:
-        raise RunFailed(f"wrk printed no result: {output.strip()[-200:]}")
-    numbers = json.loads(found.removeprefix("BENCH-JSON "))
-    if numbers["requests"] == 0:
-        raise RunFailed(f"no request completed: {numbers['errors']}")
-    return Measurement(
-        requests_per_second=numbers["requests"] / (numbers["duration_us"] / 1e6),
-        p50=numbers["p50_us"] / 1000,
-        p99=numbers["p99_us"] / 1000,
-        errors={name: count for name, count in numbers["errors"].items() if count},
-        requests=numbers["requests"],
-    )
+    url = f"http://127.0.0.1:{port}{scenario.path}"
+    return load_with_wrk(supervisor, url, settings.duration, settings.connections, scenario.headers)
 
 
 @dataclass(frozen=True)

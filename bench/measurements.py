@@ -12,6 +12,7 @@ import select
 import socket
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,14 +133,32 @@ def run_wrk(
 
     @raise RunFailed: if wrk fails or completes no request.
     """
+    headers = ["Connection: close"] if scenario.close else []
+    url = f"{scheme}://127.0.0.1:{port}{scenario.path}"
+    return load_with_wrk(supervisor, url, duration, connections, headers)
+
+
+def load_with_wrk(
+    supervisor: Supervisor,
+    url: str,
+    duration: int,
+    connections: int,
+    headers: Sequence[str] = (),
+) -> Measurement:
+    """
+    Load C{url} with wrk, one thread, for C{duration} seconds, sending
+    C{headers} with each request, and read what wrk_json.lua prints.
+
+    @raise RunFailed: if wrk fails or completes no request.
+    """
     wrk = find_tool("wrk")
     if wrk is None:
         raise RunFailed("wrk is not installed: run bench/setup.sh")
     argv = [wrk, "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", WRK_TIMEOUT]
     argv += ["-s", str(BENCH / "wrk_json.lua")]
-    if scenario.close:
-        argv += ["-H", "Connection: close"]
-    argv.append(f"{scheme}://127.0.0.1:{port}{scenario.path}")
+    for header in headers:
+        argv += ["-H", header]
+    argv.append(url)
     output = supervisor.run("wrk", argv, duration + WRK_GRACE)
     found = re.search(r"^BENCH-JSON (.*)$", output, re.MULTILINE)
     if found is None:
