@@ -6,26 +6,18 @@ transports and a memory reactor.
 from __future__ import annotations
 
 from attrs import evolve
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from tests.test_http_channel import Client, Upstream
+from tests.test_http_channel import Client, MemoryListener
 from txproxy import config
 from txproxy.http.accesslog import AccessRecord
 from txproxy.http.cache import CachedResponse, CacheStore
 from txproxy.http.cacheregistry import CacheRegistry
 from txproxy.http.caching import RouteCache, same_cache
-from txproxy.http.channel import ClientChannel
 from txproxy.http.events import RequestHead, ResponseHead
-from txproxy.http.listener import HTTPFactory
-from txproxy.http.upstream import IdleUpstreams
 from txproxy.interfaces import ICachePurge
-from txproxy.pool import Pool
-from txproxy.service import build_pool
 
-CLIENT = IPv4Address("TCP", "192.0.2.1", 5000)
 SERVER = "10.0.0.1:8080"
 
 GET = b"GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n"
@@ -45,9 +37,10 @@ class Records:
         self.records.append(record)
 
 
-class CacheListener:
+class CacheListener(MemoryListener):
     """
-    An L{HTTPFactory} with one route that caches, over a L{MemoryReactorClock}.
+    A L{MemoryListener} whose one route caches, with an access log that keeps
+    its records, and a clock at a plausible date.
     """
 
     def __init__(
@@ -57,50 +50,22 @@ class CacheListener:
         compression: config.Compression | None = None,
         limits: config.Limits | None = None,
     ) -> None:
-        self._test = test
-        self.reactor = MemoryReactorClock()
-        self.reactor.advance(1_800_000_000)
-        self.settings = config.Pool("web", servers=[config.Server(SERVER)], retries=0)
-        self.pool: Pool = build_pool(self.settings)
-        self.idle = IdleUpstreams(self.reactor, self.reactor, 32, 4.0)
-        self.route = config.Route(
-            self.settings, cache=cache or config.Cache(), compression=compression
-        )
         self.access_log = Records()
-        self.factory = HTTPFactory(
-            config.HTTPListener("tcp:0", routes=[self.route], limits=limits or config.Limits()),
-            {"web": self.pool},
-            {"web": self.idle},
-            self.reactor,
-            self.access_log,  # type: ignore[arg-type]
+        super().__init__(
+            test,
+            SERVER,
+            retries=0,
+            limits=limits,
+            cache=cache or config.Cache(),
+            compression=compression,
+            access_log=self.access_log,
+            now=1_800_000_000,
         )
-        self.clients: list[Client] = []
-        self.upstreams: list[Upstream] = []
 
     @property
     def cache(self) -> RouteCache:
         [cache] = self.factory._route_caches.values()
         return cache
-
-    def connect(self) -> Client:
-        channel = self.factory.buildProtocol(CLIENT)
-        assert isinstance(channel, ClientChannel)
-        transport = StringTransport(peerAddress=CLIENT)
-        channel.makeConnection(transport)
-        client = Client(channel, transport)
-        self.clients.append(client)
-        return client
-
-    def accept(self, index: int = -1) -> Upstream:
-        host, port, factory, _, _ = self.reactor.tcpClients[index]
-        address = IPv4Address("TCP", host, port)
-        protocol = factory.buildProtocol(address)
-        assert protocol is not None
-        transport = StringTransport(peerAddress=address)
-        protocol.makeConnection(transport)
-        upstream = Upstream(f"{host}:{port}", protocol, transport)
-        self.upstreams.append(upstream)
-        return upstream
 
     def fetch(self, request: bytes = GET, answer: bytes = OK) -> Client:
         """

@@ -130,10 +130,21 @@ class MemoryListener:
         keepalive_timeout: float = 4.0,
         limits: config.Limits | None = None,
         path: str = "/",
+        cache: config.Cache | None = None,
+        compression: config.Compression | None = None,
+        access_log: object = None,
+        now: float = 0.0,
     ) -> None:
+        """
+        @param cache: the route's cache, if it caches.
+        @param compression: the route's compression, if it compresses.
+        @param access_log: what the factory logs requests to, if anything.
+        @param now: the clock's time when the listener is built.
+        """
         self._test = test
         self.reactor = MemoryReactorClock()
-        pool = config.Pool(
+        self.reactor.advance(now)
+        pool = self.settings = config.Pool(
             "web",
             servers=[config.Server(address) for address in addresses or (FIRST,)],
             retries=retries,
@@ -144,11 +155,16 @@ class MemoryListener:
         self.idle = IdleUpstreams(
             self.reactor, self.reactor, pool.keepalive, pool.keepalive_timeout
         )
+        self.route = config.Route(pool, path=path, cache=cache, compression=compression)
         listener = config.HTTPListener(
-            "tcp:0", routes=[config.Route(pool, path=path)], limits=limits or config.Limits()
+            "tcp:0", routes=[self.route], limits=limits or config.Limits()
         )
         self.factory = HTTPFactory(
-            listener, {"web": self.pool}, {"web": self.idle}, self.reactor, None
+            listener,
+            {"web": self.pool},
+            {"web": self.idle},
+            self.reactor,
+            access_log,  # type: ignore[arg-type]
         )
         self.clients: list[Client] = []
         self.upstreams: list[Upstream] = []
