@@ -17,6 +17,9 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from txproxy import config
+from txproxy.service import ProxyService, makeService
+
 
 class EchoPage(Resource):
     """
@@ -93,6 +96,22 @@ def start_origin(test_case: object) -> IListeningPort:
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     test_case.addCleanup(port.stopListening)  # type: ignore[attr-defined]
     return port
+
+
+def start_proxy(test_case: object, configuration: config.Proxy) -> tuple[ProxyService, int]:
+    """
+    Build txproxy from C{configuration} as twistd does and start it until the
+    test ends.
+
+    @return: the service, and the port its first listener took.
+    """
+    service = makeService(configuration, reactor)
+    assert isinstance(service, ProxyService)
+    service.startService()
+    test_case.addCleanup(service.stopService)  # type: ignore[attr-defined]
+    port = service.listeners[0].port
+    assert port is not None
+    return service, port.getHost().port
 
 
 def start_raw_origin(test_case: object, protocol: type[Protocol]) -> IListeningPort:

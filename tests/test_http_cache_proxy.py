@@ -19,7 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tests.h2client import H2Client, H2Response, connect_h2
-from tests.loopback import RawClient, connect_raw, split_response
+from tests.loopback import RawClient, connect_raw, split_response, start_proxy
 from txproxy import config
 from txproxy.http.caching import RouteCache
 from txproxy.http.listener import HTTPFactory
@@ -201,14 +201,10 @@ class CacheProxyTests(TestCase):
         """
         Start txproxy with one route that caches, over the origin, and return its port.
         """
-        service = makeService(self.configuration(cache, compression, admin, **listener), reactor)
-        assert isinstance(service, ProxyService)
-        service.startService()
-        self.addCleanup(service.stopService)
-        self.service = service
-        port = service.listeners[0].port
-        assert port is not None
-        return port.getHost().port
+        self.service, port = start_proxy(
+            self, self.configuration(cache, compression, admin, **listener)
+        )
+        return port
 
     def configuration(
         self,

@@ -30,7 +30,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.server import Request, Site
 
 from tests.h2client import H2Client, H2Response, connect_h2
-from tests.loopback import EchoPage, connect_raw, start_origin
+from tests.loopback import EchoPage, connect_raw, start_origin, start_proxy
 from tests.test_http_channel import CLIENT, FIRST, Client, MemoryListener
 from tests.tlsclient import ClientHello, connect_h2_tls, write_leaf
 from txproxy import config
@@ -47,7 +47,7 @@ from txproxy.http.h2 import (
 )
 from txproxy.http.listener import HTTPFactory
 from txproxy.http.upstream import IdleUpstreams
-from txproxy.service import build_pool, makeService
+from txproxy.service import build_pool
 
 MIB = 1024 * 1024
 
@@ -912,7 +912,8 @@ class NegotiationTests(TestCase):
     def start(self, **listener: object) -> int:
         origin = start_origin(self)
         pool = config.Pool("web", servers=[config.Server(f"127.0.0.1:{origin.getHost().port}")])
-        service = makeService(
+        _, port = start_proxy(
+            self,
             config.Proxy(
                 listeners=[
                     config.HTTPListener(
@@ -920,13 +921,8 @@ class NegotiationTests(TestCase):
                     )
                 ]
             ),
-            reactor,
         )
-        service.startService()
-        self.addCleanup(service.stopService)
-        port = service.listeners[0].port
-        assert port is not None
-        return port.getHost().port
+        return port
 
     @inlineCallbacks
     def request(self, client: H2Client) -> Deferred[H2Response]:

@@ -24,10 +24,11 @@ from tests.loopback import (
     split_response,
     stalled,
     start_origin,
+    start_proxy,
     start_raw_origin,
 )
 from txproxy import config
-from txproxy.service import ProxyService, makeService
+from txproxy.service import makeService
 
 
 def description(data: bytes) -> dict[str, object]:
@@ -132,7 +133,8 @@ class HTTPProxyTests(TestCase):
             servers=[config.Server(f"127.0.0.1:{port.getHost().port}") for port in origins],
             retries=1,
         )
-        service = makeService(
+        self.service, port = start_proxy(
+            self,
             config.Proxy(
                 listeners=[
                     config.HTTPListener(
@@ -142,15 +144,8 @@ class HTTPProxyTests(TestCase):
                     )
                 ]
             ),
-            reactor,
         )
-        assert isinstance(service, ProxyService)
-        service.startService()
-        self.addCleanup(service.stopService)
-        self.service = service
-        port = service.listeners[0].port
-        assert port is not None
-        return port.getHost().port
+        return port
 
     @inlineCallbacks
     def exchange(self, port: int, request: bytes, marker: bytes = b"") -> Deferred[bytes]:
