@@ -10,8 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from tests.test_http_channel import Client, MemoryListener
+from tests.test_http_h2 import RecordingLog
 from txproxy import config
-from txproxy.http.accesslog import AccessRecord
 from txproxy.http.cache import CachedResponse, CacheStore
 from txproxy.http.cacheregistry import CacheRegistry
 from txproxy.http.caching import RouteCache, same_cache
@@ -23,18 +23,6 @@ SERVER = "10.0.0.1:8080"
 GET = b"GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n"
 HEAD = b"HEAD /a HTTP/1.1\r\nHost: example.com\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 5\r\n\r\nhello"
-
-
-class Records:
-    """
-    An access log that keeps its records.
-    """
-
-    def __init__(self) -> None:
-        self.records: list[AccessRecord] = []
-
-    def log(self, record: AccessRecord) -> None:
-        self.records.append(record)
 
 
 class CacheListener(MemoryListener):
@@ -50,7 +38,7 @@ class CacheListener(MemoryListener):
         compression: config.Compression | None = None,
         limits: config.Limits | None = None,
     ) -> None:
-        self.access_log = Records()
+        self.access_log = RecordingLog()
         super().__init__(
             test,
             SERVER,
